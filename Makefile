@@ -1,0 +1,31 @@
+# make lab:  set up .venv and open the chapters in JupyterLab
+# make test: set up .venv and run every test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch, which is all the chapters and tests need. For a GPU build, install
+# the torch you need into .venv first; a satisfied pin is left alone.
+TORCH ?= torch==2.13.0
+
+.PHONY: lab test venv bench-load clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+test: venv
+	$(BIN)/python -m pytest
+
+bench-load: venv
+	$(BIN)/python benchmarks/load_memory.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,20 @@
+"""lfm2_edu: a readable PyTorch implementation of LFM2-MoE and dense LFM2.
+
+    from lfm2_edu import load_model
+    model = load_model("LiquidAI/LFM2-8B-A1B", dtype=torch.bfloat16)   # or a local folder
+    logits = model(input_ids).logits                                    # (B, T, V)
+"""
+
+from .cache import HybridCache
+from .checkpoint import CheckpointError, load_model, save_model
+from .config import ConfigError, LFM2Config
+from .model import LFM2Model, LFM2Output
+from .moe import Routing
+from .params import ParameterCounts, count_parameters
+from .trace import CAPTURE_POINTS, Capture
+
+__all__ = [
+    "CAPTURE_POINTS", "Capture", "CheckpointError", "ConfigError", "HybridCache", "LFM2Config",
+    "LFM2Model", "LFM2Output", "ParameterCounts", "Routing", "count_parameters", "load_model", "save_model",
+]
+__version__ = "0.1.0"
