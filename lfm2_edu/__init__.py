@@ -6,7 +6,7 @@
 """
 
 from .cache import HybridCache
-from .checkpoint import CheckpointError, load_model, save_model
+from .checkpoint import SHIPPED_MODEL, CheckpointError, load_model, resolve_checkpoint, save_model
 from .config import ConfigError, LFM2Config
 from .model import LFM2Model, LFM2Output
 from .moe import Routing
@@ -14,7 +14,7 @@ from .params import ParameterCounts, count_parameters
 from .trace import CAPTURE_POINTS, Capture
 
 __all__ = [
-    "CAPTURE_POINTS", "Capture", "CheckpointError", "ConfigError", "HybridCache", "LFM2Config",
-    "LFM2Model", "LFM2Output", "ParameterCounts", "Routing", "count_parameters", "load_model", "save_model",
+    "CAPTURE_POINTS", "SHIPPED_MODEL", "Capture", "CheckpointError", "ConfigError", "HybridCache", "LFM2Config",
+    "LFM2Model", "LFM2Output", "ParameterCounts", "Routing", "count_parameters", "load_model", "resolve_checkpoint", "save_model",
 ]
 __version__ = "0.1.0"

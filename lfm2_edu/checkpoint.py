@@ -38,13 +38,25 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FUSED = re.compile(r"^(layers\.\d+\.feed_forward\.experts)\.(gate_up_proj|down_proj)$")
 
 
+# The small trained LFM2-MoE that ships inside the package, loadable by name with no download.
+SHIPPED_MODEL = "tiny-lfm2-moe"
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be found, read or matched to the model."""
 
 
 # ---------------------------------------------------------------------------------------- source
 def resolve_checkpoint(source: str | os.PathLike) -> Path:
-    """A local folder as is; a hub repo id ("owner/name") downloaded (or found in the hub cache)."""
+    """The folder of a checkpoint: a local folder as is; the shipped model by its name; a hub repo
+    id ("owner/name") downloaded (or found in the hub cache)."""
+    if str(source) == SHIPPED_MODEL:
+        folder = SHIPPED_DIR / SHIPPED_MODEL
+        if not (folder / "config.json").is_file():
+            raise CheckpointError(f"checkpoint: expected the shipped model '{SHIPPED_MODEL}' in {folder}, "
+                                  f"found it missing; rebuild it with `make small-model`")
+        return folder
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -289,4 +301,4 @@ def _plan_shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[list[
     return shards
 
 
-__all__ = ["CheckpointError", "ConfigError", "load_model", "resolve_checkpoint", "save_model"]
+__all__ = ["SHIPPED_MODEL", "CheckpointError", "ConfigError", "load_model", "resolve_checkpoint", "save_model"]
