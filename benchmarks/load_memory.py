@@ -10,7 +10,8 @@ Why the read. lfm2_edu memory-maps the safetensors files, so right after `load_m
 weights are not yet in memory: they are paged in as a forward pass uses them. The peak after
 reading every weight is the honest figure, the one a model that has run over all its experts
 reaches, and it is the one compared. The goal: lfm2_edu's peak RSS after reading all weights is
-at most 1.10 x the weights' bytes (the sum of the tensor sizes in the checkpoint).
+at most 1.10 x the weights' bytes (the sum of the tensor sizes in the checkpoint). Sizes are
+printed in GB of 10^9 bytes.
 
     python benchmarks/load_memory.py [--checkpoint DIR] [--skip-transformers | --only NAME]
 
