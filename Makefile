@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # the torch you need into .venv first; a satisfied pin is left alone.
 TORCH ?= torch==2.13.0
 
-.PHONY: lab test venv bench-load clean
+.PHONY: lab test venv bench-load small-model clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ lab: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Rebuild the shipped small LFM2-MoE (corpus, tokenizer, training): about half an hour on 2 cores.
+small-model: venv
+	$(BIN)/python -m lfm2_edu.tiny.build
 
 bench-load: venv
 	$(BIN)/python benchmarks/load_memory.py

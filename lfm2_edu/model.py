@@ -53,6 +53,15 @@ class LFM2Model(nn.Module):
         """(V, H): the embedding matrix itself when the weights are tied."""
         return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
+    def to_dtype(self, dtype: torch.dtype) -> "LFM2Model":
+        """Cast the weights, keeping expert_bias and RoPE's inv_freq in fp32 as the reference does."""
+        keep = {name: b for name, b in self.named_buffers() if b.dtype == torch.float32}
+        self.to(dtype)
+        for name, b in keep.items():
+            module_name, _, attr = name.rpartition(".")
+            setattr(self.get_submodule(module_name) if module_name else self, attr, b)
+        return self
+
     def new_cache(self) -> HybridCache:
         return HybridCache(self.config)
 
