@@ -274,6 +274,11 @@ def save_model(model: LFM2Model, folder: str | os.PathLike, max_shard_bytes: int
             total = sum(t.numel() * t.element_size() for t in tensors.values())
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; a checkpoint is not
+        for file in tmp.iterdir():
+            os.chmod(file, 0o666 & ~umask)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
