@@ -18,3 +18,11 @@ __all__ = [
     "LFM2Model", "LFM2Output", "ParameterCounts", "Routing", "count_parameters", "load_model", "resolve_checkpoint", "save_model",
 ]
 __version__ = "0.1.0"
+
+# Talking to the model: tokenizer and chat template, generation (greedy, sampling, streaming).
+# The function generate() stays in lfm2_edu.generate: exported here, it would hide that module.
+from .generate import RECOMMENDED, Generation, Sampling, generate_tokens, stream  # noqa: E402
+from .tokenizer import Tokenizer, TokenizerError, load_tokenizer  # noqa: E402
+
+__all__ += ["RECOMMENDED", "Generation", "Sampling", "Tokenizer", "TokenizerError", "generate_tokens",
+            "load_tokenizer", "stream"]

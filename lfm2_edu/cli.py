@@ -1,0 +1,332 @@
+"""The command line: talk to a model, watch its router, read its config.
+
+    lfm2-edu generate --model SOURCE "Why is the sky blue?"   # chat, streamed, recommended sampling
+    lfm2-edu route    --model SOURCE "The cat sat on the mat"  # experts chosen per token and MoE layer
+    lfm2-edu info     --model SOURCE                           # config and parameter counts
+
+SOURCE is a local checkpoint folder or a hub repo id; without --model, the small model shipped with
+the package. `python -m lfm2_edu ...` is the same. Errors print one line and exit with status 2.
+`route_tokens` returns the routing as plain data, for notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, load_model, resolve_checkpoint
+from .config import LFM2Config
+from .generate import RECOMMENDED, stream
+from .params import count_parameters
+from .tokenizer import load_tokenizer
+from .trace import Capture
+
+PROG = "lfm2-edu"
+
+
+# ------------------------------------------------------------------------------- routing as data
+@dataclass
+class RouteTable:
+    """Which experts each token was sent to, at each MoE layer."""
+
+    token_ids: list[int]
+    tokens: list[str]  # each token's text, whitespace made visible
+    layers: list[int]  # the MoE layers, in order
+    experts: list[list[list[int]]]  # [token][layer position] -> the k chosen experts, by selection score
+    weights: list[list[list[float]]]  # same shape: their mixing weights
+    num_experts: int
+
+
+@torch.no_grad()
+def route_tokens(model, tokenizer, token_ids: list[int], layers: list[int] | None = None) -> RouteTable:
+    """Run the tokens once and read the experts chosen at the MoE layers (all by default)."""
+    cfg = model.config
+    moe = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
+    if not moe:
+        raise ValueError(f"route: expected a model with MoE layers, found model_type '{cfg.model_type}' "
+                         f"with none (a dense model has no router to show)")
+    layers = moe if layers is None else list(layers)
+    if not layers or any(i not in moe for i in layers):
+        raise ValueError(f"route: expected MoE layers among {moe}, found {layers}")
+    if not token_ids:
+        raise ValueError("route: expected at least one token, found an empty text")
+    capture = Capture("layers.*.moe.selected", "layers.*.moe.weights")
+    model(torch.tensor([token_ids], device=model.device), capture=capture)
+    selected = [capture[f"layers.{i}.moe.selected"][0].tolist() for i in layers]  # [layer][token][k]
+    weights = [capture[f"layers.{i}.moe.weights"][0].float().tolist() for i in layers]
+    return RouteTable(
+        token_ids=list(token_ids),
+        tokens=tokenizer.tokens(token_ids, visible_whitespace=True),
+        layers=layers,
+        experts=[[selected[j][t] for j in range(len(layers))] for t in range(len(token_ids))],
+        weights=[[weights[j][t] for j in range(len(layers))] for t in range(len(token_ids))],
+        num_experts=cfg.num_experts,
+    )
+
+
+# 32 hues around the colour wheel (ANSI 256-colour codes); expert e gets PALETTE[13 e mod 32],
+# so that neighbouring expert numbers get distant hues.
+PALETTE = [196, 202, 208, 214, 220, 226, 190, 154, 118, 82, 46, 47, 48, 49, 50, 51,
+           45, 39, 33, 27, 21, 57, 93, 129, 165, 201, 199, 197, 161, 131, 137, 143]
+
+
+def _colour(text: str, expert: int) -> str:
+    return f"\033[38;5;{PALETTE[(13 * expert) % len(PALETTE)]}m{text}\033[0m"
+
+
+def _width(text: str) -> int:
+    """Columns a string takes in a terminal (CJK characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def format_route(table: RouteTable, colour: bool = False, max_token_width: int = 16) -> str:
+    """The table as text: one row per token, one column of k experts per MoE layer."""
+    digits = len(str(table.num_experts - 1))
+    k = len(table.experts[0][0])
+    cell = k * (digits + 1) - 1
+    shown = []
+    for tok in table.tokens:
+        while _width(tok) > max_token_width:
+            tok = tok[:-2] + "…"
+        shown.append(tok)
+    token_width = max(5, *(_width(t) for t in shown))
+    lines = [f"{'token'.ljust(token_width)} │ " + " │ ".join(f"L{i}".rjust(cell) for i in table.layers)]
+    lines.append("─" * (token_width + 1) + "┼" + "┼".join("─" * (cell + 2) for _ in table.layers))
+    for tok, per_layer in zip(shown, table.experts):
+        cells = []
+        for experts in per_layer:
+            nums = [str(e).rjust(digits) for e in experts]
+            cells.append(" ".join(_colour(n, e) if colour else n for n, e in zip(nums, experts)))
+        lines.append(tok + " " * (token_width - _width(tok)) + " │ " + " │ ".join(cells))
+    return "\n".join(lines)
+
+
+def _use_colour(choice: str, stream_=None) -> bool:
+    """auto: colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    if choice == "always":
+        return True
+    if choice == "never":
+        return False
+    stream_ = stream_ or sys.stdout
+    return stream_.isatty() and not os.environ.get("NO_COLOR")
+
+
+# ------------------------------------------------------------------------------------- commands
+def _dtype(folder, choice: str) -> torch.dtype:
+    """auto: the checkpoint's own dtype when it is float32 or bfloat16, else float32."""
+    if choice != "auto":
+        return getattr(torch, choice)
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    name = str(raw.get("dtype") or raw.get("torch_dtype") or "float32").removeprefix("torch.")
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
+
+
+def _load(args):
+    folder = resolve_checkpoint(args.model)  # a clear error first, before any loading
+    tokenizer = load_tokenizer(folder)
+    model = load_model(folder, dtype=_dtype(folder, args.dtype), device=args.device)
+    return model, tokenizer
+
+
+def cmd_generate(args) -> int:
+    if not args.prompt.strip():
+        raise ValueError("prompt: expected some text, found an empty prompt")
+    model, tokenizer = _load(args)
+    if args.no_chat:
+        ids = tokenizer.encode(args.prompt)
+    else:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages.append({"role": "user", "content": args.prompt})
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    eos = model.config.eos_token_id
+    stop = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    stop |= {i for i in (tokenizer.eos_token_id, tokenizer.im_end_id) if i is not None and i < model.config.vocab_size}
+    settings = dict(temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k, top_p=args.top_p,
+                    min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    result = []
+    start = time.perf_counter()
+    for piece in stream(model, tokenizer, ids, args.max_new_tokens, stop_token_ids=sorted(stop),
+                        result=result, **settings):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    elapsed = time.perf_counter() - start
+    sys.stdout.write("\n")
+    if args.stats:
+        n = len(result[0].new_ids)
+        print(f"[{len(ids)} prompt tokens, {n} new tokens in {elapsed:.2f} s ({n / elapsed:.1f} tok/s), "
+              f"finished by {result[0].finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def cmd_route(args) -> int:
+    if not args.text.strip():
+        raise ValueError("route: expected some text, found an empty text")
+    model, tokenizer = _load(args)
+    ids = (tokenizer.apply_chat_template([{"role": "user", "content": args.text}]) if args.chat
+           else tokenizer.encode(args.text))
+    table = route_tokens(model, tokenizer, ids, layers=args.layers)
+    cfg = model.config
+    dense = [i for i in range(cfg.num_hidden_layers) if not cfg.is_moe_layer(i)]
+    print(f"experts chosen per token (top-{cfg.num_experts_per_tok} of {cfg.num_experts}, by selection score) "
+          f"at each MoE layer; dense layers {dense or 'none'} have no router")
+    print(format_route(table, colour=_use_colour(args.color)))
+    return 0
+
+
+def _span(first: int, last: int) -> str:
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.2f} {unit}"
+    return f"{nbytes} B"
+
+
+def _layer_summary(cfg: LFM2Config) -> str:
+    attn = [i for i in range(cfg.num_hidden_layers) if cfg.is_attention_layer(i)]
+    conv = cfg.num_hidden_layers - len(attn)
+    return f"{cfg.num_hidden_layers}: {conv} conv + {len(attn)} attention (at {', '.join(map(str, attn)) or '-'})"
+
+
+# What `info` needs from a hub repo: the config and the small files, not gigabytes of weights.
+INFO_FILES = ["config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "chat_template.jinja"]
+
+
+def _info_folder(source: str) -> Path:
+    if source == SHIPPED_MODEL or Path(source).expanduser().exists() or not REPO_ID.match(source):
+        return resolve_checkpoint(source)  # local, or a clear error
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=INFO_FILES))
+    except Exception as online_error:  # no network, unknown or gated repo, ...
+        try:
+            return Path(snapshot_download(source, allow_patterns=INFO_FILES, local_files_only=True))
+        except Exception:
+            raise CheckpointError(f"checkpoint: could not download the config of hub repo '{source}' and it is "
+                                  f"not in the local hub cache ({type(online_error).__name__}); pass a local "
+                                  f"folder instead") from None
+
+
+def cmd_info(args) -> int:
+    folder = _info_folder(args.model)
+    cfg = LFM2Config.from_file(folder / "config.json")
+    rows = [("checkpoint", str(folder)), ("model_type", cfg.model_type), ("layers", _layer_summary(cfg)),
+            ("hidden", f"{cfg.hidden_size}, {cfg.num_attention_heads} query heads / {cfg.num_key_value_heads} "
+                       f"kv heads of {cfg.head_dim}, conv kernel {cfg.conv_L_cache}")]
+    if cfg.is_moe:
+        moe = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
+        dense = (f"dense SwiGLU {cfg.intermediate_size} in {_span(0, cfg.num_dense_layers - 1)}, "
+                 if cfg.num_dense_layers else "")
+        rows += [("ffn", f"{dense}MoE in {_span(moe[0], moe[-1])}" if moe else dense.rstrip(", ")),
+                 ("experts", f"{cfg.num_experts} per MoE layer of width {cfg.moe_intermediate_size}, top-"
+                             f"{cfg.num_experts_per_tok}; expert bias {'on' if cfg.use_expert_bias else 'off'}, "
+                             f"top-k renormalised {'yes' if cfg.norm_topk_prob else 'no'}, "
+                             f"scale {cfg.routed_scaling_factor}")]
+    else:
+        rows.append(("ffn", f"dense SwiGLU {cfg.intermediate_size} in every layer"))
+    rows += [("vocab", f"{cfg.vocab_size}, {'tied' if cfg.tie_word_embeddings else 'untied'} embedding and head"),
+             ("positions", f"up to {cfg.max_position_embeddings}, RoPE theta {cfg.rope_theta:g}"),
+             ("special ids", f"bos {cfg.bos_token_id}, eos {cfg.eos_token_id}, pad {cfg.pad_token_id}")]
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    if not weights and (folder / INDEX_FILE).is_file():  # a hub repo whose weights were not fetched
+        weights = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8")).get("metadata", {}).get("total_size", 0)
+    rows.append(("weights", f"{_size(weights)} of safetensors" if weights else "none found"))
+    if (folder / "tokenizer.json").is_file():
+        tok = load_tokenizer(folder)
+        rows.append(("tokenizer", f"{tok.vocab_size} tokens, chat template "
+                                  f"{'yes' if tok.chat_template else 'none'}"))
+    else:
+        rows.append(("tokenizer", "none (no tokenizer.json)"))
+    for key, value in rows:
+        print(f"{key:>12}  {value}")
+    counts = count_parameters(cfg)
+    print(f"\nparameters: {counts.total:,} total, {counts.active:,} active per token")
+    print(counts)
+    return 0
+
+
+# ----------------------------------------------------------------------------------- the parser
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer numbers separated by commas, found {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Talk to an LFM2 / LFM2-MoE model, watch its router, "
+                                                            "read its config.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,route,info}")
+
+    def model_options(p, load=True):
+        p.add_argument("--model", default=SHIPPED_MODEL,
+                       help=f"checkpoint folder or hub repo id (default: the shipped '{SHIPPED_MODEL}')")
+        if load:
+            p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                           help="weights dtype (auto: the checkpoint's)")
+            p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+
+    g = sub.add_parser("generate", help="generate a reply (chat) or a continuation (--no-chat), streamed")
+    g.add_argument("prompt")
+    model_options(g)
+    g.add_argument("--no-chat", action="store_true", help="continue the raw text instead of replying as a chat")
+    g.add_argument("--system", help="a system prompt (chat only)")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--temperature", type=float, default=RECOMMENDED["temperature"], help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=None, help="0 or unset = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    g.add_argument("--min-p", type=float, default=RECOMMENDED["min_p"], help="0 = off")
+    g.add_argument("--repetition-penalty", type=float, default=RECOMMENDED["repetition_penalty"], help="1 = off")
+    g.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    g.add_argument("--seed", type=int, default=None, help="for reproducible sampling")
+    g.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("route", help="show the experts chosen for each token at each MoE layer")
+    r.add_argument("text")
+    model_options(r)
+    r.add_argument("--chat", action="store_true", help="wrap the text as a user message in the chat template")
+    r.add_argument("--layers", type=_int_list, help="only these MoE layers, e.g. 2,10,21 (default: all)")
+    r.add_argument("--color", "--colour", default="auto", choices=["auto", "always", "never"],
+                   help="auto: on a terminal unless NO_COLOR is set")
+    r.set_defaults(func=cmd_route)
+
+    i = sub.add_parser("info", help="config summary and parameter counts (total and active)")
+    model_options(i, load=False)
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jinja2.exceptions import TemplateError  # a chat template's raise_exception
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `lfm2-edu route ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except (ValueError, OSError, TemplateError) as err:  # CheckpointError, ConfigError, TokenizerError, settings
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        if args.model == SHIPPED_MODEL and "shipped model" in str(err):
+            print(f"{PROG}: pass --model with a checkpoint folder or a hub repo id", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
