@@ -1,0 +1,251 @@
+"""Figures and an explorer for grouped-query attention (chapter 05).
+
+- `head_mapping`: which key/value head serves which query heads (kv head j serves j*g .. j*g+g-1).
+- `attention_heads`: the attention map of every query head of one layer, grouped by kv head.
+- `kv_cache_size` / `kv_cache_growth`: bytes of K/V cache per token, GQA against multi-head
+  attention, next to the constant conv states.
+- `attention_explorer`: pick an attention layer and a query token, see what every head attends to.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import PowerNorm
+
+from ..trace import Capture
+
+
+def attention_layer_indices(config) -> list[int]:
+    return [i for i in range(config.num_hidden_layers) if config.is_attention_layer(i)]
+
+
+def kv_head_of(n_heads: int, n_kv_heads: int) -> torch.Tensor:
+    """(nh,): the kv head serving each query head, h // g with g = nh / nkv."""
+    if n_heads % n_kv_heads:
+        raise ValueError(f"n_kv_heads: expected a divisor of n_heads={n_heads}, found {n_kv_heads}")
+    return torch.arange(n_heads) // (n_heads // n_kv_heads)
+
+
+# ------------------------------------------------------------------------------- head mapping
+@dataclass
+class HeadMapping:
+    n_heads: int
+    n_kv_heads: int
+    kv_of_head: torch.Tensor  # (nh,): kv head j serves query heads j*g .. j*g+g-1
+
+
+def head_mapping(n_heads: int, n_kv_heads: int) -> tuple[HeadMapping, plt.Figure]:
+    """Boxes for the query heads (top) and the kv heads (bottom), a line for each query head to
+    the kv head whose keys and values it uses."""
+    kv_of_head = kv_head_of(n_heads, n_kv_heads)
+    g = n_heads // n_kv_heads
+    data = HeadMapping(n_heads, n_kv_heads, kv_of_head)
+    colours = plt.get_cmap("tab10" if n_kv_heads <= 10 else "tab20")
+
+    fig, ax = plt.subplots(figsize=(min(max(2.0 + 0.42 * n_heads, 6.5), 16), 2.8))
+    for h in range(n_heads):
+        j = int(kv_of_head[h])
+        kv_x = j * g + (g - 1) / 2
+        ax.plot([h, kv_x], [1.0, 0.0], color=colours(j % colours.N), lw=1.2, zorder=1)
+        ax.text(h, 1.0, f"q{h}", ha="center", va="center", fontsize=8 if n_heads <= 16 else 6.5, zorder=2,
+                bbox=dict(boxstyle="round,pad=0.3", fc=colours(j % colours.N), ec="black", alpha=0.9))
+    for j in range(n_kv_heads):
+        ax.text(j * g + (g - 1) / 2, 0.0, f"K,V {j}", ha="center", va="center", fontsize=9, zorder=2,
+                bbox=dict(boxstyle="round,pad=0.4", fc="white", ec=colours(j % colours.N), lw=2))
+    ax.set_xlim(-1, n_heads)
+    ax.set_ylim(-0.35, 1.35)
+    ax.axis("off")
+    ax.text(-0.9, 1.25, f"{n_heads} query heads", fontsize=10, va="center")
+    ax.text(-0.9, -0.28, f"{n_kv_heads} key/value heads", fontsize=10, va="center")
+    ax.set_title(f"GQA: kv head j serves query heads j*{g} .. j*{g}+{g - 1}  (g = {n_heads}/{n_kv_heads} = {g})")
+    fig.tight_layout()
+    return data, fig
+
+
+# ----------------------------------------------------------------------------- attention maps
+@dataclass
+class AttentionHeads:
+    layer: int
+    tokens: list[str]
+    probs: torch.Tensor  # (nh, T, S): every query head's attention, S = T keys
+    kv_of_head: torch.Tensor  # (nh,)
+    grid: list[list[int]]  # grid[j] = the query heads in row j (those served by kv head j)
+
+
+def attention_heads(probs: torch.Tensor, tokens: list[str], n_kv_heads: int, layer: int,
+                    cell: float | None = None) -> tuple[AttentionHeads, plt.Figure]:
+    """probs: (nh, T, T) attention probabilities of one layer for one sequence (e.g.
+    `capture["layers.{i}.attn.probs"][0]`). The heads in order, so that each kv head's g query heads
+    sit side by side (at most 8 maps per row), framed in the kv head's colour."""
+    probs = probs.detach().float().cpu()
+    n_heads, T, S = probs.shape
+    if len(tokens) != T or S != T:
+        raise ValueError(f"probs: expected (heads, T, T) for {len(tokens)} tokens, found {tuple(probs.shape)}")
+    kv_of_head = kv_head_of(n_heads, n_kv_heads)
+    g = n_heads // n_kv_heads
+    grid = [list(range(j * g, (j + 1) * g)) for j in range(n_kv_heads)]
+    data = AttentionHeads(layer, list(tokens), probs, kv_of_head, grid)
+
+    n_cols = g * max(1, min(n_kv_heads, 8 // g)) if g <= 8 else 8  # whole groups per row when they fit
+    n_rows = -(-n_heads // n_cols)
+    cell = cell or max(1.6, min(3.2, 12.0 / n_cols))
+    width, height = cell * n_cols + 1.8, cell * n_rows + 1.3
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#eeeeee")  # grey: the future, masked
+    colours = plt.get_cmap("tab10" if n_kv_heads <= 10 else "tab20")
+    fontsize = 7 if T <= 20 else 5
+    for ax in axes.flat[n_heads:]:
+        ax.axis("off")
+    for h in range(n_heads):
+        r, c = divmod(h, n_cols)
+        ax, j = axes[r, c], int(kv_of_head[h])
+        im = ax.imshow(np.ma.array(probs[h].numpy(), mask=future), cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set_title(f"q{h} → kv{j}", fontsize=9, color=colours(j % colours.N))
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colours(j % colours.N))
+            spine.set_linewidth(2.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c == 0:
+            ax.set_yticks(range(T), tokens, fontsize=fontsize)
+            ax.set_ylabel("query token", fontsize=9)
+        if h + n_cols >= n_heads:  # bottom map of its column
+            ax.set_xticks(range(T), tokens, rotation=90, fontsize=fontsize)
+            ax.set_xlabel("key token", fontsize=9)
+    fig.suptitle(f"Layer {layer}: the attention of all {n_heads} query heads; same frame colour = "
+                 f"same key/value head", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1 - 1.2 / width, 1 - 0.45 / height))
+    cax = fig.add_axes((1 - 0.9 / width, 0.2, 0.15 / width, 0.6))
+    fig.colorbar(im, cax=cax, label="attention probability (sqrt scale)")
+    return data, fig
+
+
+# ----------------------------------------------------------------------------------- KV cache
+@dataclass
+class KVCacheSize:
+    name: str
+    attention_layers: int
+    conv_layers: int
+    bytes_per_value: int
+    gqa_bytes_per_token: int  # what the cache of this model grows by per token
+    mha_bytes_per_token: int  # the same model with as many kv heads as query heads
+    conv_state_bytes: int  # all conv states, whatever the context length
+
+
+def kv_cache_size(config, name: str = "model", bytes_per_value: int = 2) -> KVCacheSize:
+    """Cache bytes from the config: K and V of every attention layer (layers x 2 x nkv x d per
+    token) and the conv states (conv layers x H x (L-1), constant). bf16 by default."""
+    n_attn = len(attention_layer_indices(config))
+    n_conv = config.num_hidden_layers - n_attn
+    per_kv_head = n_attn * 2 * config.head_dim * bytes_per_value  # K and V of one head, every attention layer
+    return KVCacheSize(name, n_attn, n_conv, bytes_per_value,
+                       gqa_bytes_per_token=per_kv_head * config.num_key_value_heads,
+                       mha_bytes_per_token=per_kv_head * config.num_attention_heads,
+                       conv_state_bytes=n_conv * config.hidden_size * (config.conv_L_cache - 1) * bytes_per_value)
+
+
+@dataclass
+class KVCacheGrowth:
+    tokens: np.ndarray  # (N,) context lengths
+    curves: dict[str, dict[str, np.ndarray]]  # model name -> {"MHA", "GQA", "conv states"} -> bytes (N,)
+
+
+def kv_cache_growth(sizes: list[KVCacheSize], max_tokens: int = 32768) -> tuple[KVCacheGrowth, plt.Figure]:
+    """Cache bytes against context length (log-log), one panel per model: K/V with GQA, K/V if it
+    were multi-head attention, and the conv states, which stay flat."""
+    tokens = np.unique(np.geomspace(1, max_tokens, 64).astype(np.int64))
+    curves = {s.name: {"MHA K/V": tokens * s.mha_bytes_per_token, "GQA K/V": tokens * s.gqa_bytes_per_token,
+                       "conv states": np.full_like(tokens, s.conv_state_bytes)} for s in sizes}
+    data = KVCacheGrowth(tokens, curves)
+
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.0), squeeze=False)
+    styles = {"MHA K/V": dict(color="tab:red", ls="--"), "GQA K/V": dict(color="tab:blue"),
+              "conv states": dict(color="tab:green", ls=":")}
+    for ax, s in zip(axes[0], sizes):
+        for label, values in curves[s.name].items():
+            per_token = {"MHA K/V": s.mha_bytes_per_token, "GQA K/V": s.gqa_bytes_per_token}.get(label)
+            suffix = f" ({_kib(per_token)}/token)" if per_token is not None else f" ({_kib(s.conv_state_bytes)}, fixed)"
+            if values[-1] == 0:  # no attention (or no conv) layer: nothing to draw on log axes
+                continue
+            ax.loglog(tokens, values / 1024, label=label + suffix, lw=2, **styles[label])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(f"cache (KiB, {8 * s.bytes_per_value}-bit values)")
+        ax.set_title(f"{s.name}: {s.attention_layers} attention + {s.conv_layers} conv layers", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return data, fig
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+# ----------------------------------------------------------------------------------- explorer
+def attention_rows_html(probs: torch.Tensor, tokens: list[str], t: int, n_kv_heads: int) -> str:
+    """What query token t attends to, in every head: one row per head, grouped by kv head, each
+    earlier token shaded by its probability. probs: (nh, T, S). Tokens are HTML-escaped."""
+    probs = probs.detach().float().cpu()
+    n_heads, T, _ = probs.shape
+    if not 0 <= t < T:
+        raise ValueError(f"t: expected a query position in [0, {T}), found {t}")
+    kv_of_head = kv_head_of(n_heads, n_kv_heads)
+    cell = "padding:1px 3px;margin:0 1px;border-radius:3px;font-family:monospace;white-space:pre;"
+    rows = [f"<div style='font-size:13px'>query token {t}: <b>{html.escape(tokens[t])}</b></div>",
+            "<table style='border-collapse:collapse;font-size:12px'>"]
+    for j in range(n_kv_heads):
+        heads = [h for h in range(n_heads) if int(kv_of_head[h]) == j]
+        rows.append(f"<tr><td colspan='2' style='padding-top:6px;text-align:left'><b>kv head {j}</b> "
+                    f"(query heads {heads[0]}..{heads[-1]})</td></tr>")
+        for h in heads:
+            p = probs[h, t, : t + 1]
+            top = int(p.argmax())
+            spans = []
+            for s in range(t + 1):
+                alpha = float(p[s]) ** 0.5  # sqrt: small weights stay visible
+                spans.append(f"<span title='{float(p[s]):.3f}' style='{cell}background:rgba(30,100,220,{alpha:.3f});"
+                             f"color:{'white' if alpha > 0.6 else 'black'}'>{html.escape(tokens[s])}</span>")
+            rows.append(f"<tr><td style='padding-right:6px;text-align:right'>head {h}</td>"
+                        f"<td style='text-align:left'>{''.join(spans)}"
+                        f" <span style='color:#666'>max {float(p[top]):.2f} on {html.escape(tokens[top])}</span>"
+                        f"</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+@torch.no_grad()
+def attention_explorer(model, input_ids: torch.Tensor, tokens: list[str]):
+    """A widget: pick an attention layer and a query token; see each head's attention over the
+    tokens up to it, grouped by the kv head the heads share."""
+    import ipywidgets as widgets
+
+    layers = attention_layer_indices(model.config)
+    if not layers:
+        raise ValueError("expected a model with at least one attention layer, found only conv layers "
+                         f"(layer_types={model.config.layer_types})")
+    capture = Capture("layers.*.attn.probs")
+    model(input_ids, capture=capture)
+    nkv = model.config.num_key_value_heads
+    layer_pick = widgets.Dropdown(options=[(f"layer {i}", i) for i in layers], value=layers[0],
+                                  description="attention layer", style={"description_width": "initial"})
+    token_pick = widgets.Dropdown(options=[(f"{t}: {tok}", t) for t, tok in enumerate(tokens)],
+                                  value=len(tokens) - 1, description="query token", style={"description_width": "initial"})
+    view = widgets.HTML()
+
+    def update(_=None):
+        probs = capture[f"layers.{layer_pick.value}.attn.probs"][0]  # (nh, T, T)
+        view.value = attention_rows_html(probs, tokens, token_pick.value, nkv)
+
+    layer_pick.observe(update, names="value")
+    token_pick.observe(update, names="value")
+    update()
+    box = widgets.VBox([widgets.HBox([layer_pick, token_pick]), view])
+    box.capture = capture
+    return box

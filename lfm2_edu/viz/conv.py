@@ -1,0 +1,198 @@
+"""Figures and an explorer for the double-gated short convolution (chapter 04).
+
+- `conv_weights`: the kernel of one conv layer (taps x channels) and how much weight every conv
+  layer puts on each tap.
+- `conv_gates`: the gates B (before the conv) and C (after it) per token and channel.
+- `conv_explorer`: pick a conv layer and a token, see its B, C, x, B*x, conv output and C*conv
+  across channels.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import torch
+
+from ..trace import Capture
+
+
+def conv_layer_indices(config) -> list[int]:
+    return [i for i in range(config.num_hidden_layers) if not config.is_attention_layer(i)]
+
+
+def tap_labels(kernel_size: int) -> list[str]:
+    """Tap j multiplies the token L-1-j steps back: ["t-2", "t-1", "t"] for L = 3."""
+    return [f"t-{kernel_size - 1 - j}" if j < kernel_size - 1 else "t" for j in range(kernel_size)]
+
+
+def _need_conv_layers(config) -> list[int]:
+    layers = conv_layer_indices(config)
+    if not layers:
+        raise ValueError("expected a model with at least one conv layer, found only attention layers "
+                         f"(layer_types={config.layer_types})")
+    return layers
+
+
+# ------------------------------------------------------------------------------------ weights
+@dataclass
+class ConvWeights:
+    layer: int  # the layer whose kernel is drawn
+    weight: torch.Tensor  # (n, L): that layer's taps for the n channels drawn; tap L-1 multiplies the current token
+    layers: list[int]  # every conv layer
+    tap_mean_abs: torch.Tensor  # (len(layers), L): mean |w| of each tap, per conv layer
+    taps: list[str]  # tap names, "t-2", "t-1", "t"
+
+
+@torch.no_grad()
+def conv_weights(model, layer: int | None = None, max_channels: int = 256) -> tuple[ConvWeights, plt.Figure]:
+    """The depthwise kernel (H, 1, L) of conv layer `layer` (default: the middle conv layer) as a
+    taps x channels heatmap (the first `max_channels` channels), and the mean |w| per tap of every
+    conv layer (over all channels)."""
+    layers = _need_conv_layers(model.config)
+    layer = layers[len(layers) // 2] if layer is None else layer
+    if layer not in layers:
+        raise ValueError(f"layer: expected one of the conv layers {layers}, found {layer}")
+    H = model.config.hidden_size
+    weight = model.layers[layer].conv.conv.weight[:max_channels, 0].float().cpu()  # (n, L)
+    tap_mean_abs = torch.stack([model.layers[i].conv.conv.weight[:, 0].float().abs().mean(0).cpu()
+                                for i in layers])  # (n_conv, L)
+    taps = tap_labels(weight.shape[1])
+    data = ConvWeights(layer, weight, layers, tap_mean_abs, taps)
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    lim = float(weight.abs().max()) or 1.0
+    im = ax0.imshow(weight.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax0.set_yticks(range(len(taps)), [f"{t}" for t in taps])
+    ax0.set_xlabel("channel" + (f" (first {weight.shape[0]} of {H})" if weight.shape[0] < H else ""))
+    ax0.set_ylabel("tap (token it multiplies)")
+    ax0.set_title(f"Layer {layer}: one kernel of {len(taps)} taps per channel (conv.weight)")
+    fig.colorbar(im, ax=ax0, label="weight", fraction=0.03)
+    im = ax1.imshow(tap_mean_abs.numpy(), aspect="auto", cmap="magma")
+    ax1.set_xticks(range(len(taps)), taps)
+    ax1.set_yticks(range(len(layers)), [f"layer {i}" for i in layers], fontsize=8 if len(layers) > 10 else 10)
+    ax1.set_xlabel("tap")
+    ax1.set_title("mean |w| per tap")
+    fig.colorbar(im, ax=ax1, label="mean |weight|")
+    fig.tight_layout()
+    return data, fig
+
+
+# -------------------------------------------------------------------------------------- gates
+@dataclass
+class ConvGates:
+    layer: int
+    tokens: list[str]
+    channels: torch.Tensor  # (n,) channel indices drawn
+    B: torch.Tensor  # (T, n): gate before the conv
+    C: torch.Tensor  # (T, n): gate after the conv
+
+
+def conv_gates(capture: Capture, layer: int, tokens: list[str],
+               max_channels: int = 128) -> tuple[ConvGates, plt.Figure]:
+    """Heatmaps of B and C (token x channel) of one conv layer, from a Capture that recorded
+    `layers.{layer}.conv.B` and `.C` for one sequence. Draws the first `max_channels` channels."""
+    B, C = capture[f"layers.{layer}.conv.B"][0], capture[f"layers.{layer}.conv.C"][0]  # (T, H)
+    if len(tokens) != B.shape[0]:
+        raise ValueError(f"tokens: expected {B.shape[0]} token strings (one per position), found {len(tokens)}")
+    H = B.shape[1]
+    channels = torch.arange(min(H, max_channels))
+    data = ConvGates(layer, list(tokens), channels, B[:, channels].float().cpu(), C[:, channels].float().cpu())
+
+    height = 1.2 + 0.22 * len(tokens)
+    fig, axes = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    shown = f"channels 0-{len(channels) - 1} of {H}" if len(channels) < H else f"all {H} channels"
+    for ax, values, name, role in ((axes[0], data.B, "B", "multiplies x before the conv"),
+                                   (axes[1], data.C, "C", "multiplies the conv output")):
+        lim = float(values.abs().max()) or 1.0
+        im = ax.imshow(values.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(f"Layer {layer}: gate {name} ({role})")
+        ax.set_xlabel(f"channel ({shown})")
+        fig.colorbar(im, ax=ax, label=name, fraction=0.04)
+    axes[0].set_yticks(range(len(tokens)), tokens, fontsize=8)
+    axes[0].set_ylabel("token")
+    fig.tight_layout()
+    return data, fig
+
+
+# ----------------------------------------------------------------------------------- explorer
+STREAMS = ("B", "x", "Bx", "conv_out", "C", "y")
+STREAM_TITLES = {"B": "B (input gate)", "x": "x (value)", "Bx": "B*x (what the conv and its cache see)",
+                 "conv_out": "conv(B*x) (this token and the L-1 before it)", "C": "C (output gate)",
+                 "y": "y = C * conv(B*x) (into out_proj)"}
+
+
+def conv_token_view(capture: Capture, layer: int, t: int, max_channels: int | None = None) -> dict[str, torch.Tensor]:
+    """One token's streams through conv layer `layer`, across channels: B, x, B*x, the conv output,
+    C and y = C * conv output; each (n,) for the first `max_channels` channels (all by default)."""
+    name = f"layers.{layer}.conv"
+    T = capture[f"{name}.B"].shape[1]
+    if not 0 <= t < T:
+        raise ValueError(f"t: expected a position in [0, {T}), found {t}")
+    view = {s: capture[f"{name}.{s}"][0, t].float().cpu() for s in STREAMS if s != "y"}
+    view["y"] = view["C"] * view["conv_out"]  # (H,)
+    n = max_channels or view["B"].shape[0]
+    return {s: view[s][:n] for s in STREAMS}
+
+
+def plot_conv_token(view: dict[str, torch.Tensor], layer: int, token: str, dpi: int = 72) -> plt.Figure:
+    fig, axes = plt.subplots(len(STREAMS), 1, figsize=(10, 1.15 * len(STREAMS) + 0.6), sharex=True, dpi=dpi)
+    channels = range(view["B"].shape[0])
+    for ax, s in zip(axes, STREAMS):
+        values = view[s].numpy()
+        ax.bar(channels, values, width=1.0, color=["tab:red" if v > 0 else "tab:blue" for v in values])
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(STREAM_TITLES[s], fontsize=9, loc="left")
+    axes[-1].set_xlabel("channel")
+    fig.suptitle(f"Layer {layer}, token {token!r}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def sentence_html(tokens: list[str], t: int, window: int = 0) -> str:
+    """The tokens as HTML, escaped; token t highlighted, the `window` tokens before it underlined."""
+    spans = []
+    for j, tok in enumerate(tokens):
+        style = "padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;"
+        if j == t:
+            style += "background:#fdd835;font-weight:bold;"
+        elif t - window <= j < t:
+            style += "background:#fff59d;"
+        spans.append(f'<span style="{style}">{html.escape(tok)}</span>')
+    return "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
+
+
+@torch.no_grad()
+def conv_explorer(model, input_ids: torch.Tensor, tokens: list[str], max_channels: int = 128):
+    """A widget: pick a conv layer and a token; see that token's B, x, B*x, conv output, C and
+    C*conv output across channels (the first `max_channels`), and the L-1 tokens the conv mixes in."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    layers = _need_conv_layers(model.config)
+    capture = Capture("layers.*.conv.*")
+    model(input_ids, capture=capture)
+    L = model.config.conv_L_cache
+    layer_pick = widgets.Dropdown(options=[(f"layer {i}", i) for i in layers], value=layers[0], description="conv layer")
+    token_pick = widgets.Dropdown(options=[(f"{t}: {tok}", t) for t, tok in enumerate(tokens)],
+                                  value=len(tokens) - 1, description="token")
+    sentence = widgets.HTML()
+    out = widgets.Output()
+
+    def update(_=None):
+        t, layer = token_pick.value, layer_pick.value
+        sentence.value = sentence_html(tokens, t, window=L - 1)
+        view = conv_token_view(capture, layer, t, max_channels)
+        fig = plot_conv_token(view, layer, tokens[t])
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+
+    layer_pick.observe(update, names="value")
+    token_pick.observe(update, names="value")
+    update()
+    box = widgets.VBox([widgets.HBox([layer_pick, token_pick]), sentence, out])
+    box.capture = capture  # what it shows, for inspection
+    return box
