@@ -113,34 +113,35 @@ def train(model: LFM2Model, batches, cfg: TrainConfig, progress: bool = True) ->
     log = TrainLog(config=asdict(cfg))
     capture = Capture("layers.*.moe.selected")
     start = time.time()
-    for step in range(cfg.steps):
-        tokens = next(batches)  # (B, T+1)
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        logits = model(tokens[:, :-1], capture=capture).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())  # next-token loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        loads = expert_loads(capture, model) if model.config.is_moe else {}
-        if cfg.balance and loads:
-            update_expert_bias(model, loads, cfg.bias_update_rate)
-        log.tokens += tokens[:, 1:].numel()
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            log.steps.append(step)
-            log.loss.append(round(loss.item(), 4))
-            log.lr.append(lr)
-            log.load.append({i: load.tolist() for i, load in loads.items()})
-            log.expert_bias.append({i: [round(b, 5) for b in model.layers[i].feed_forward.expert_bias.tolist()]
-                                    for i in loads})
-            if progress:
-                worst = max((max_violation(load) for load in loads.values()), default=0.0)
-                elapsed = time.time() - start
-                eta = elapsed / (step + 1) * (cfg.steps - step - 1)
-                print(f"step {step + 1:>5}/{cfg.steps}  loss {loss.item():.3f}  lr {lr:.2e}  "
-                      f"worst MaxVio {worst:.2f}  {elapsed:5.0f}s elapsed, ~{eta:4.0f}s left", file=sys.stderr, flush=True)
+    with torch.enable_grad():  # also when the caller (a notebook) turned gradients off
+        for step in range(cfg.steps):
+            tokens = next(batches)  # (B, T+1)
+            lr = learning_rate(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(tokens[:, :-1], capture=capture).logits  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())  # next-token loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loads = expert_loads(capture, model) if model.config.is_moe else {}
+            if cfg.balance and loads:
+                update_expert_bias(model, loads, cfg.bias_update_rate)
+            log.tokens += tokens[:, 1:].numel()
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                log.steps.append(step)
+                log.loss.append(round(loss.item(), 4))
+                log.lr.append(lr)
+                log.load.append({i: load.tolist() for i, load in loads.items()})
+                log.expert_bias.append({i: [round(b, 5) for b in model.layers[i].feed_forward.expert_bias.tolist()]
+                                        for i in loads})
+                if progress:
+                    worst = max((max_violation(load) for load in loads.values()), default=0.0)
+                    elapsed = time.time() - start
+                    eta = elapsed / (step + 1) * (cfg.steps - step - 1)
+                    print(f"step {step + 1:>5}/{cfg.steps}  loss {loss.item():.3f}  lr {lr:.2e}  "
+                          f"worst MaxVio {worst:.2f}  {elapsed:5.0f}s elapsed, ~{eta:4.0f}s left", file=sys.stderr, flush=True)
     log.seconds = time.time() - start
     model.eval().requires_grad_(False)
     return log

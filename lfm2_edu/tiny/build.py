@@ -229,7 +229,7 @@ def model_card(facts: dict) -> str:
         "## Load balance: MaxVio per MoE layer on the validation set",
         "",
         "MaxVio = (max load - mean load) / mean load; 0 is perfect balance, "
-        f"{E - 1} is one expert taking everything.",
+        f"E/k - 1 = {E // k - 1} (the same {k} experts for every token) is the worst a top-{k} router can do.",
         "",
         table([[i, f"{b['max_violation'][i]:.3f}", f"{u['max_violation'][i]:.3f}"] for i in moe_layers],
               ["layer", "with expert-bias balancing (shipped)", "without"]),
