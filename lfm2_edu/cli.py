@@ -6,7 +6,7 @@
 
 SOURCE is a local checkpoint folder or a hub repo id; without --model, the small model shipped with
 the package. `python -m lfm2_edu ...` is the same. Errors print one line and exit with status 2.
-`route_tokens` returns the routing as plain data, for notebooks.
+The routing data comes from `lfm2_edu.routing.route_tokens`, which chapter 09's explorer uses too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import sys
 import time
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,50 +25,10 @@ from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, loa
 from .config import LFM2Config
 from .generate import RECOMMENDED, stream
 from .params import count_parameters
+from .routing import RouteTable, route_tokens  # noqa: F401 (shared with the notebooks' explorer)
 from .tokenizer import load_tokenizer
-from .trace import Capture
 
 PROG = "lfm2-edu"
-
-
-# ------------------------------------------------------------------------------- routing as data
-@dataclass
-class RouteTable:
-    """Which experts each token was sent to, at each MoE layer."""
-
-    token_ids: list[int]
-    tokens: list[str]  # each token's text, whitespace made visible
-    layers: list[int]  # the MoE layers, in order
-    experts: list[list[list[int]]]  # [token][layer position] -> the k chosen experts, by selection score
-    weights: list[list[list[float]]]  # same shape: their mixing weights
-    num_experts: int
-
-
-@torch.no_grad()
-def route_tokens(model, tokenizer, token_ids: list[int], layers: list[int] | None = None) -> RouteTable:
-    """Run the tokens once and read the experts chosen at the MoE layers (all by default)."""
-    cfg = model.config
-    moe = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
-    if not moe:
-        raise ValueError(f"route: expected a model with MoE layers, found model_type '{cfg.model_type}' "
-                         f"with none (a dense model has no router to show)")
-    layers = moe if layers is None else list(layers)
-    if not layers or any(i not in moe for i in layers):
-        raise ValueError(f"route: expected MoE layers among {moe}, found {layers}")
-    if not token_ids:
-        raise ValueError("route: expected at least one token, found an empty text")
-    capture = Capture("layers.*.moe.selected", "layers.*.moe.weights")
-    model(torch.tensor([token_ids], device=model.device), capture=capture)
-    selected = [capture[f"layers.{i}.moe.selected"][0].tolist() for i in layers]  # [layer][token][k]
-    weights = [capture[f"layers.{i}.moe.weights"][0].float().tolist() for i in layers]
-    return RouteTable(
-        token_ids=list(token_ids),
-        tokens=tokenizer.tokens(token_ids, visible_whitespace=True),
-        layers=layers,
-        experts=[[selected[j][t] for j in range(len(layers))] for t in range(len(token_ids))],
-        weights=[[weights[j][t] for j in range(len(layers))] for t in range(len(token_ids))],
-        num_experts=cfg.num_experts,
-    )
 
 
 # 32 hues around the colour wheel (ANSI 256-colour codes); expert e gets PALETTE[13 e mod 32],

@@ -1,14 +1,45 @@
-"""Routing statistics: plain functions over tables of chosen experts.
+"""Routing analysis: plain functions over routing tables, and the model runs that produce them.
 
 A routing table is the (N, k) tensor of experts chosen for N tokens at one MoE layer (best first),
-as `Capture("layers.{i}.moe.selected")` records it (flatten the batch and time dimensions).
+as `Capture("layers.{i}.moe.selected")` records it (flatten the batch and time dimensions, or keep
+them where the order of tokens matters). Scores are the (N, E) sigmoid scores `s`, selection
+scores `s + expert_bias` (see moe.py). Every function returns plain data: tensors, floats, dicts.
+
+The metrics, and where they come from:
+
+    load_i            tokens routed to expert i, over all k slots (a token visits an expert at most once)
+    MaxVio            (max_i load_i - mean load) / mean load                  Wang et al. 2024 (Loss-Free Balancing)
+    CV                std(load) / mean(load), population std                  (Shazeer et al. 2017's importance loss)
+    load entropy      -sum_i p_i log p_i / log E,  p = load / sum(load)       1: uniform, 0: one expert
+    domain spec.      N(tokens of domain D routed to i) / N(tokens of D)      OLMoE (Muennighoff et al. 2024) sec. 5
+    domain inform.    I(expert; domain) in bits over all routed slots         (a load-independent summary)
+    vocabulary spec.  N(occurrences of token x routed to i) / N(x)            OLMoE sec. 5
+    consistency       mean over occurrences of max_i N(x routed to i) / N(x): routing by token id alone
+    co-activation     N(tokens routed to both i and j) / N(tokens routed to i) OLMoE sec. 5
+    consecutive share how often tokens t and t+1 share their first-choice     Mixtral (Jiang et al. 2024) sec. 5
+                      expert, or any of their k experts
+    router entropy    -sum_e p_e log p_e / log E,  p = s / sum_e s (the sigmoid scores of ALL E experts
+                      normalised to sum to 1, as norm_topk_prob normalises the chosen k)
+    margin            k-th minus (k+1)-th largest selection score: how far a token was from another set
+    re-routing        tokens whose set of k experts changes when expert_bias is zeroed (DeepSeek-V3's
+                      balancing bias: it only chooses, it never weighs)
+
+Uniform baselines: a share k/E of the tokens visits each expert; with independent uniform routing
+two tokens share a first choice with probability 1/E and any expert with 1 - C(E-k, k) / C(E, k).
 """
 
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
 
+from .trace import Capture
 
+
+# ----------------------------------------------------------------------------------- load balance
 def expert_load(selected: torch.Tensor, num_experts: int) -> torch.Tensor:
     """Tokens routed to each expert: (E,) counts over all k slots."""
     return torch.bincount(selected.flatten().long(), minlength=num_experts)
@@ -17,7 +48,8 @@ def expert_load(selected: torch.Tensor, num_experts: int) -> torch.Tensor:
 def max_violation(load: torch.Tensor) -> float:
     """MaxVio = (max load - mean load) / mean load (Wang et al. 2024, Loss-Free Balancing).
 
-    0 for a perfectly balanced layer; E - 1 when one expert takes every slot.
+    0 for a perfectly balanced layer; E - 1 when one expert takes every slot (with top-k routing a
+    token visits an expert at most once, so the reachable maximum is E/k - 1).
     """
     load = load.float()
     return float((load.max() - load.mean()) / load.mean())
@@ -31,3 +63,357 @@ def top_expert_share(selected: torch.Tensor, num_experts: int) -> tuple[int, flo
     load = expert_load(selected, num_experts)  # a token visits an expert at most once
     best = int(load.argmax())
     return best, float(load[best]) / selected.shape[0]
+
+
+def coefficient_of_variation(load: torch.Tensor) -> float:
+    """std / mean of the load (population std): 0 when balanced, sqrt(E - 1) when one expert takes all."""
+    load = load.float()
+    return float(load.std(correction=0) / load.mean())
+
+
+def load_entropy(load: torch.Tensor) -> float:
+    """Entropy of the load shares p = load / sum(load), divided by log E: 1 uniform, 0 one expert."""
+    p = load.float() / load.sum()
+    return float(-(p * p.clamp_min(1e-30).log()).sum() / math.log(len(p)))
+
+
+def load_metrics(load: torch.Tensor) -> dict[str, float]:
+    """The three balance numbers of one layer's (E,) load."""
+    return {"max_violation": max_violation(load), "cv": coefficient_of_variation(load),
+            "entropy": load_entropy(load)}
+
+
+# -------------------------------------------------------------------------------------- per token
+def router_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """(..., E) sigmoid scores -> (...) normalised entropy of p = s / sum(s), in [0, 1].
+
+    1: the router scores every expert alike (no preference); near 0: one expert dominates.
+    """
+    p = scores.float() / scores.float().sum(-1, keepdim=True)  # (..., E)
+    return -(p * p.clamp_min(1e-30).log()).sum(-1) / math.log(scores.shape[-1])
+
+
+def selection_margin(selection_scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., E) selection scores -> (...) k-th minus (k+1)-th largest: 0 means a tie for the last seat."""
+    E = selection_scores.shape[-1]
+    if not 0 < k < E:
+        raise ValueError(f"selection_margin: expected 0 < k < E = {E}, found k = {k}")
+    top = torch.topk(selection_scores.float(), k + 1, dim=-1).values  # (..., k+1), descending
+    return top[..., k - 1] - top[..., k]
+
+
+def rerouted_without_bias(scores: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """(..., E) unbiased scores, (..., k) experts chosen with the bias -> (...) bool: True where the
+    top-k of the unbiased scores is a different SET of experts (the order does not matter)."""
+    k = selected.shape[-1]
+    unbiased = torch.topk(scores, k, dim=-1).indices  # (..., k)
+    return (unbiased.sort(-1).values != selected.sort(-1).values).any(-1)
+
+
+# -------------------------------------------------------------------------------- specialisation
+def _one_hot(selected: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """(..., k) -> (N, E) float, 1 where a token visits an expert."""
+    selected = selected.reshape(-1, selected.shape[-1]).long()
+    hot = torch.zeros(selected.shape[0], num_experts)
+    return hot.scatter_(1, selected, 1.0)
+
+
+def domain_specialisation(selected_by_domain: dict[str, torch.Tensor], num_experts: int) -> dict[str, torch.Tensor]:
+    """OLMoE's domain specialisation: domain -> (E,) share of the domain's tokens routed to each expert.
+
+    Each row sums to k; uniform routing gives k/E everywhere.
+    """
+    out = {}
+    for domain, selected in selected_by_domain.items():
+        n = selected.reshape(-1, selected.shape[-1]).shape[0]
+        out[domain] = expert_load(selected, num_experts).float() / n
+    return out
+
+
+def _mutual_information(counts: torch.Tensor) -> float:
+    """I(row; column) in bits of a table of counts."""
+    p = counts.double() / counts.sum()
+    outer = p.sum(1, keepdim=True) * p.sum(0, keepdim=True)  # what independence would give
+    nz = p > 0
+    return float((p[nz] * (p[nz] / outer[nz]).log2()).sum())
+
+
+def domain_information(selected_by_domain: dict[str, torch.Tensor], num_experts: int) -> float:
+    """I(expert; domain) in bits over all routed slots: how much the expert a slot went to tells
+    about the domain of its token. 0 when every domain spreads over the experts alike (whatever the
+    load); log2(D) when each domain has experts of its own (D domains of equal size). Unlike the
+    largest specialisation, it does not grow when one expert simply takes more of every domain."""
+    counts = torch.stack([expert_load(s, num_experts) for s in selected_by_domain.values()])  # (D, E)
+    return _mutual_information(counts)
+
+
+def vocabulary_specialisation(token_ids: torch.Tensor, selected: torch.Tensor, num_experts: int) -> dict[str, torch.Tensor]:
+    """OLMoE's vocabulary specialisation, for each distinct token x of the input:
+    N(x routed to expert i) / N(x).
+
+    token_ids (...,) and selected (..., k) of the same tokens -> {"token_ids": (U,), "counts": (U,),
+    "share": (U, E)}, U distinct tokens in increasing id order; each row of share sums to k.
+    """
+    ids = token_ids.reshape(-1).long()
+    hot = _one_hot(selected, num_experts)  # (N, E)
+    if hot.shape[0] != ids.shape[0]:
+        raise ValueError(f"vocabulary_specialisation: expected one routing per token, found {ids.shape[0]} "
+                         f"tokens and {hot.shape[0]} routings")
+    unique, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    hits = torch.zeros(len(unique), num_experts).index_add_(0, inverse, hot)  # (U, E)
+    return {"token_ids": unique, "counts": counts, "share": hits / counts[:, None]}
+
+
+def vocabulary_consistency(vocabulary: dict[str, torch.Tensor], min_count: int = 1) -> float:
+    """How much routing follows the token id alone: over all occurrences of the tokens seen at least
+    min_count times, the mean share of a token's occurrences that visit its most visited expert.
+    1: every occurrence of a token meets one same expert, whatever its context.
+    vocabulary: what vocabulary_specialisation returns."""
+    keep = vocabulary["counts"] >= min_count
+    counts = vocabulary["counts"][keep].double()
+    return float((vocabulary["share"][keep].max(-1).values.double() * counts).sum() / counts.sum())
+
+
+def top_tokens(vocabulary: dict[str, torch.Tensor], min_count: int = 10, n: int = 5) -> dict[int, list[tuple[int, float, int]]]:
+    """Which tokens go to which expert: for each expert, the n tokens (seen at least min_count
+    times) that are routed to it most consistently, as (token id, share, count), best first.
+    vocabulary: what vocabulary_specialisation returns."""
+    keep = vocabulary["counts"] >= min_count
+    share = vocabulary["share"].masked_fill(~keep[:, None], -1.0)  # (U, E): rare tokens last
+    out = {}
+    for e in range(share.shape[1]):
+        order = share[:, e].argsort(descending=True, stable=True)[:n]
+        out[e] = [(int(vocabulary["token_ids"][j]), float(vocabulary["share"][j, e]), int(vocabulary["counts"][j]))
+                  for j in order.tolist() if keep[j]]
+    return out
+
+
+def coactivation(selected: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """OLMoE's co-activation: (E, E), entry [i, j] = N(tokens routed to i and j) / N(tokens routed to i).
+
+    The diagonal is set to 0 (an expert always co-occurs with itself); rows of unused experts are 0.
+    Each used expert's row sums to k - 1. Independent uniform routing gives (k - 1) / (E - 1).
+    """
+    hot = _one_hot(selected, num_experts)  # (N, E)
+    both = hot.T @ hot  # (E, E): N(i and j), N(i) on the diagonal
+    alone = both.diagonal().clone()  # (E,) N(i)
+    share = both / alone.clamp_min(1)[:, None]
+    share.fill_diagonal_(0.0)
+    return share
+
+
+def consecutive_share(selected: torch.Tensor) -> dict[str, float]:
+    """Mixtral's temporal locality: over all pairs of neighbouring tokens (t, t+1) of each sequence,
+    the share whose first-choice experts are the same ("first") and whose k experts overlap ("any").
+
+    selected: (T, k) for one sequence or (B, T, k) for B sequences (pairs never cross sequences).
+    """
+    if selected.dim() == 2:
+        selected = selected[None]
+    if selected.shape[1] < 2:
+        raise ValueError(f"consecutive_share: expected sequences of at least 2 tokens, found {selected.shape[1]}")
+    now, nxt = selected[:, :-1], selected[:, 1:]  # (B, T-1, k) each
+    first = (now[..., 0] == nxt[..., 0]).float().mean()
+    overlap = (now[..., :, None] == nxt[..., None, :]).any(-1).any(-1).float().mean()  # any shared expert
+    return {"first": float(first), "any": float(overlap)}
+
+
+def consecutive_baseline(num_experts: int, k: int) -> dict[str, float]:
+    """consecutive_share for independent, uniform routing: 1/E and 1 - C(E-k, k) / C(E, k)."""
+    return {"first": 1 / num_experts, "any": 1 - math.comb(num_experts - k, k) / math.comb(num_experts, k)}
+
+
+# ------------------------------------------------------------------------------ training logs
+def _by_layer(d: dict) -> dict[int, list]:
+    """A TrainLog's {layer: values}, whose keys are strings once read back from JSON."""
+    return {int(i): v for i, v in d.items()}
+
+
+def log_balance(log: dict) -> dict:
+    """A TrainLog (as a dict, or read from training_log.json) -> {"steps": [...], "max_violation":
+    {layer: [...]}, "cv": {layer: [...]}}: the balance of each MoE layer at every logged step."""
+    loads = [_by_layer(entry) for entry in log["load"]]
+    layers = sorted(loads[0]) if loads else []
+    out = {"steps": list(log["steps"]), "max_violation": {i: [] for i in layers}, "cv": {i: [] for i in layers}}
+    for entry in loads:
+        for i in layers:
+            load = torch.tensor(entry[i])
+            out["max_violation"][i].append(max_violation(load))
+            out["cv"][i].append(coefficient_of_variation(load))
+    return out
+
+
+def log_table(log: dict, key: str, step: int = -1) -> tuple[list[int], torch.Tensor]:
+    """(MoE layers, (L, E) tensor) of a TrainLog's `load` or `expert_bias` at one logged step."""
+    entry = _by_layer(log[key][step])
+    layers = sorted(entry)
+    return layers, torch.tensor([entry[i] for i in layers], dtype=torch.float32).reshape(len(layers), -1)
+
+
+# ---------------------------------------------------------------------------- from a model run
+def moe_layers(config) -> list[int]:
+    return [i for i in range(config.num_hidden_layers) if config.is_moe_layer(i)]
+
+
+@dataclass
+class RouteTable:
+    """Which experts each token was sent to, at each MoE layer, and why (the router's scores)."""
+
+    token_ids: list[int]
+    tokens: list[str]  # each token's text, whitespace made visible
+    layers: list[int]  # the MoE layers, in order
+    experts: list[list[list[int]]]  # [token][layer position] -> the k chosen experts, by selection score
+    weights: list[list[list[float]]]  # same shape: their mixing weights
+    num_experts: int
+    scores: list[list[list[float]]]  # [token][layer position] -> the E sigmoid scores
+    selection_scores: list[list[list[float]]]  # same shape: scores + expert_bias (what chose)
+    expert_bias: list[list[float] | None]  # [layer position] -> the E biases, None without one
+    dense_layers: list[int]  # the layers with a dense MLP (no router)
+
+    def layer(self, i: int) -> dict[str, torch.Tensor | None]:
+        """MoE layer i as tensors: scores, selection_scores (T, E), selected, weights (T, k), expert_bias (E,)."""
+        if i not in self.layers:
+            raise ValueError(f"route table: expected one of the MoE layers {self.layers}, found {i}")
+        j = self.layers.index(i)
+        bias = self.expert_bias[j]
+        return {"scores": torch.tensor([row[j] for row in self.scores]),
+                "selection_scores": torch.tensor([row[j] for row in self.selection_scores]),
+                "selected": torch.tensor([row[j] for row in self.experts]),
+                "weights": torch.tensor([row[j] for row in self.weights]),
+                "expert_bias": None if bias is None else torch.tensor(bias)}
+
+
+@torch.no_grad()
+def route_tokens(model, tokenizer, token_ids: list[int], layers: list[int] | None = None) -> RouteTable:
+    """Run the tokens once and read the router's decisions at the MoE layers (all by default)."""
+    cfg = model.config
+    moe = moe_layers(cfg)
+    if not moe:
+        raise ValueError(f"route: expected a model with MoE layers, found model_type '{cfg.model_type}' "
+                         f"with none (a dense model has no router to show)")
+    layers = moe if layers is None else list(layers)
+    if not layers or any(i not in moe for i in layers):
+        raise ValueError(f"route: expected MoE layers among {moe}, found {layers}")
+    if not token_ids:
+        raise ValueError("route: expected at least one token, found an empty text")
+    capture = Capture(*(f"layers.{i}.moe.{name}" for i in layers
+                        for name in ("scores", "selection_scores", "selected", "weights")))
+    model(torch.tensor([token_ids], device=model.device), capture=capture)
+
+    def per_token(name: str) -> list:  # [token][layer position][...]
+        per_layer = [capture[f"layers.{i}.moe.{name}"][0].float().tolist() for i in layers]
+        return [[per_layer[j][t] for j in range(len(layers))] for t in range(len(token_ids))]
+
+    biases = [model.layers[i].feed_forward.expert_bias for i in layers]
+    return RouteTable(
+        token_ids=list(token_ids),
+        tokens=tokenizer.tokens(token_ids, visible_whitespace=True),
+        layers=layers,
+        experts=[[[int(e) for e in experts] for experts in row] for row in per_token("selected")],
+        weights=per_token("weights"),
+        num_experts=cfg.num_experts,
+        scores=per_token("scores"),
+        selection_scores=per_token("selection_scores"),
+        expert_bias=[None if b is None else b.float().tolist() for b in biases],
+        dense_layers=[i for i in range(cfg.num_hidden_layers) if not cfg.is_moe_layer(i)],
+    )
+
+
+@torch.no_grad()
+def collect_routing(model, sequences: torch.Tensor, batch_size: int = 4,
+                    names: tuple[str, ...] = ("selected",)) -> dict[int, dict[str, torch.Tensor]]:
+    """Route (N, T) token sequences in batches -> {MoE layer: {name: (N, T, ...) tensor on the CPU}},
+    names among the capture points of moe.py (selected, weights, scores, selection_scores, router_logits).
+    Batches keep the memory of the (B, T, V) logits small on large vocabularies."""
+    layers = moe_layers(model.config)
+    parts: dict[int, dict[str, list]] = {i: {n: [] for n in names} for i in layers}
+    for start in range(0, sequences.shape[0], batch_size):
+        cap = Capture(*(f"layers.{i}.moe.{n}" for i in layers for n in names))
+        model(sequences[start:start + batch_size].to(model.device), capture=cap)
+        for i in layers:
+            for n in names:
+                parts[i][n].append(cap[f"layers.{i}.moe.{n}"].cpu())
+    return {i: {n: torch.cat(v) for n, v in d.items()} for i, d in parts.items()}
+
+
+@contextmanager
+def expert_bias_zeroed(model, layers: list[int] | None = None):
+    """Inside the block, expert_bias is 0 in `layers` (default: every MoE layer); afterwards the
+    biases are back, whatever happened. Layers without a bias are left as they are."""
+    moe = moe_layers(model.config)
+    layers = moe if layers is None else list(layers)
+    if any(i not in moe for i in layers):
+        raise ValueError(f"expert_bias_zeroed: expected MoE layers among {moe}, found {layers}")
+    saved = {i: model.layers[i].feed_forward.expert_bias for i in layers}
+    try:
+        for i, bias in saved.items():
+            if bias is not None:
+                model.layers[i].feed_forward.expert_bias = torch.zeros_like(bias)
+        yield model
+    finally:
+        for i, bias in saved.items():
+            model.layers[i].feed_forward.expert_bias = bias
+
+
+@torch.no_grad()
+def bias_ablation(model, token_ids: list[int], layers: list[int] | None = None) -> dict:
+    """Run the tokens with and without expert_bias in `layers` (default: every MoE layer).
+
+    -> {"zeroed": the layers whose bias was set to 0, "has_bias": False if the model has none,
+        "rerouted": {MoE layer: (T,) bool, its set of experts changed (downstream layers see a
+                    changed input, so they can change too)},
+        "kl": (T,) KL(p with bias || p without) of the next-token distributions, in nats,
+        "top1_changed": (T,) bool, the most likely next token changed}
+    The biases are restored afterwards, whatever happens.
+    """
+    cfg = model.config
+    moe = moe_layers(cfg)
+    zeroed = moe if layers is None else list(layers)
+    if any(i not in moe for i in zeroed):
+        raise ValueError(f"bias_ablation: expected MoE layers among {moe}, found {zeroed}")
+    ids = torch.tensor([token_ids], device=model.device)
+    patterns = [f"layers.{i}.moe.selected" for i in moe]
+    runs = []
+    for ablate in (False, True):
+        cap = Capture(*patterns)
+        if ablate:
+            with expert_bias_zeroed(model, zeroed):
+                logits = model(ids, capture=cap).logits[0].float()  # (T, V)
+        else:
+            logits = model(ids, capture=cap).logits[0].float()
+        runs.append((logits, {i: cap[f"layers.{i}.moe.selected"][0] for i in moe}))
+    (with_bias, sel_with), (without, sel_without) = runs
+    logp, logq = with_bias.log_softmax(-1), without.log_softmax(-1)
+    return {
+        "zeroed": zeroed,
+        "has_bias": any(model.layers[i].feed_forward.expert_bias is not None for i in zeroed),
+        "rerouted": {i: (sel_with[i].sort(-1).values != sel_without[i].sort(-1).values).any(-1).cpu() for i in moe},
+        "kl": (logp.exp() * (logp - logq)).sum(-1).clamp_min(0).cpu(),
+        "top1_changed": (with_bias.argmax(-1) != without.argmax(-1)).cpu(),
+    }
+
+
+def stand_in_model(vocab_size: int, seed: int = 0):
+    """A small LFM2-MoE with random weights and random expert_bias (one dense layer, then 3 MoE
+    layers of 8 experts, top-2): what the routing chapters analyse when a checkpoint has no MoE
+    layer. Its mechanics are those of any LFM2-MoE; its choices mean nothing."""
+    from .config import LFM2Config
+    from .model import LFM2Model
+
+    config = LFM2Config(model_type="lfm2_moe", vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=2,
+                        layer_types=["conv", "conv", "full_attention", "conv"], intermediate_size=128,
+                        num_dense_layers=1, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                        use_expert_bias=True, max_position_embeddings=2048)
+    generator = torch.Generator().manual_seed(seed)
+    model = LFM2Model(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
+        for name, b in model.named_buffers():
+            if name.endswith("expert_bias"):
+                b.copy_(0.05 * torch.randn(b.shape, generator=generator))
+    return model

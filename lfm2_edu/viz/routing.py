@@ -1,0 +1,583 @@
+"""Figures and the explorer of the routing chapters (09-11): which experts each token visits, how
+balanced the load is, what the experts specialise in. The numbers come from lfm2_edu.routing;
+each plot function returns (data it drew, figure).
+
+    expert_colours(E)                                  one colour per expert, shared by every figure
+    plot_token_routing(table)                          text coloured by first-choice expert, a row per layer
+    plot_token_scores(view, token, layer)              one token: all scores, selection scores, the chosen k
+    plot_entropy_margin(tokens, layers, ent, margin)   how sure the router was, per layer and token
+    plot_bias_ablation(tokens, ablation)               tokens re-routed, output change, with expert_bias zeroed
+    route_explorer(model, tokenizer, text)             type a text, pick a layer and a token (ipywidgets)
+    plot_balance_over_training(runs, ...)              MaxVio per layer over training steps, one panel per run
+    plot_load_histograms(runs, k)                      tokens per expert in each MoE layer, one row per run
+    plot_bias_heatmap(layers, bias)                    expert_bias per layer and expert
+    plot_layer_expert_load(layers, load, k)            load per layer and expert against uniform
+    plot_domain_specialisation(spec, k)                share of a domain's tokens per expert, per layer
+    plot_vocabulary_specialisation(tokens, share, counts, layer, k)
+    plot_coactivation(matrices, k)                     N(i and j) / N(i), per layer
+    plot_consecutive_share(rates, baseline)            neighbours sharing an expert, against random
+    plot_model_comparison(layers, values, baselines)   a few metrics per layer, for several models
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap, TwoSlopeNorm, to_hex
+from matplotlib.patches import Rectangle
+
+from .. import routing
+
+DENSE_COLOUR = "#d9d9d9"
+
+
+def expert_colours(num_experts: int) -> np.ndarray:
+    """(E, 4) RGBA: tab20, then tab20b and tab20c (60 distinct colours), repeated beyond that.
+
+    tab20 pairs a dark and a light shade of each hue: even experts get the dark ones first so that
+    neighbouring expert numbers stay easy to tell apart."""
+    base = [plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")]
+    tab20 = list(base[0][0::2]) + list(base[0][1::2])
+    colours = np.array(tab20 + list(base[1]) + list(base[2]))
+    return np.concatenate([colours, np.ones((len(colours), 1))], axis=1)[np.arange(num_experts) % len(colours)]
+
+
+def _text_colour(rgba) -> str:
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+# --------------------------------------------------------------------- chapter 09: token by token
+@dataclass
+class TokenRouting:
+    """What `plot_token_routing` drew: tokens, every layer, and each MoE layer's first choices."""
+
+    tokens: list[str]
+    layers: list[int]  # every layer, dense ones included
+    first_choice: dict[int, list[int] | None]  # layer -> first-choice expert per token; None: dense
+    num_experts: int
+
+
+def _layout(tokens: list[str], max_chars: int) -> list[tuple[int, float, float]]:
+    """(line, x, width) of each token, in character units, wrapping at max_chars."""
+    out, line, x = [], 0, 0.0
+    for tok in tokens:
+        width = max(1, len(tok)) + 0.4
+        if x > 0 and x + width > max_chars:
+            line, x = line + 1, 0.0
+        out.append((line, x, width))
+        x += width + 0.25
+    return out
+
+
+def plot_token_routing(table: routing.RouteTable, title: str | None = None,
+                       max_chars: int = 120) -> tuple[TokenRouting, plt.Figure]:
+    """The text once per layer (top: first layer), each token in the colour of its first-choice
+    expert; dense layers drawn grey (no router). Mixtral's figure 8, for every layer of the model."""
+    layers = sorted(table.layers + table.dense_layers)
+    first = {i: None for i in table.dense_layers}
+    for j, i in enumerate(table.layers):
+        first[i] = [row[j][0] for row in table.experts]
+    data = TokenRouting(list(table.tokens), layers, first, table.num_experts)
+    colours = expert_colours(table.num_experts)
+    place = _layout(data.tokens, max_chars)
+    n_lines = place[-1][0] + 1
+    width = max(w + x for _, x, w in place)
+    block = n_lines + 0.6  # a gap between layers
+    rows_h = 0.26 * block * len(layers)
+    fig = plt.figure(figsize=(2.0 + 0.095 * width, rows_h + 1.3), dpi=90)
+    grid = fig.add_gridspec(2, 3, height_ratios=[rows_h, 0.3], width_ratios=[0.15, 0.7, 0.15], hspace=0.1)
+    ax, legend = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 1])
+    for row, i in enumerate(layers):
+        y0 = row * block
+        ax.text(-1.0, y0 + 0.5, f"layer {i}\n" + ("dense" if first[i] is None else "MoE"), ha="right",
+                va="center", fontsize=8, color="grey" if first[i] is None else "black")
+        for t, ((line, x, w), tok) in enumerate(zip(place, data.tokens)):
+            if first[i] is None:
+                face, ink = DENSE_COLOUR, "dimgrey"
+            else:
+                face = colours[first[i][t]]
+                ink = _text_colour(face)
+            ax.add_patch(Rectangle((x, y0 + line), w, 0.9, facecolor=face, edgecolor="white", lw=0.5))
+            ax.text(x + w / 2, y0 + line + 0.45, tok, ha="center", va="center", fontsize=8, color=ink,
+                    family="DejaVu Sans Mono")
+    ax.set_xlim(-8.5, width + 0.5)
+    ax.set_ylim(block * len(layers), -0.3)
+    ax.axis("off")
+    ax.set_title(title or f"First-choice expert of each token, per layer ({table.num_experts} experts; "
+                          f"dense layers grey: no router)", fontsize=10)
+    E = table.num_experts  # the legend: one swatch per expert, numbered
+    legend.imshow(np.arange(E)[None], cmap=ListedColormap(colours), aspect="auto", vmin=-0.5, vmax=E - 0.5)
+    legend.set_yticks([])
+    legend.set_xticks(range(E))
+    legend.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 4)
+    legend.set_xlabel("first-choice expert", fontsize=8)
+    return data, fig
+
+
+@dataclass
+class TokenScores:
+    """What `plot_token_scores` drew: one token at one MoE layer."""
+
+    token: str
+    layer: int
+    scores: np.ndarray  # (E,) sigmoid scores
+    selection_scores: np.ndarray  # (E,) scores + expert_bias
+    selected: np.ndarray  # (k,) chosen experts, best first
+    weights: np.ndarray  # (k,) their mixing weights
+    entropy: float  # normalised router entropy of the scores
+    margin: float  # k-th minus (k+1)-th selection score
+
+
+def token_scores(view: dict, t: int, token: str, layer: int) -> TokenScores:
+    """Token t of a `RouteTable.layer(i)` view, with its entropy and margin."""
+    k = view["selected"].shape[-1]
+    return TokenScores(token, layer, _numpy(view["scores"][t]), _numpy(view["selection_scores"][t]),
+                       _numpy(view["selected"][t]).astype(int), _numpy(view["weights"][t]),
+                       float(routing.router_entropy(view["scores"][t])),
+                       float(routing.selection_margin(view["selection_scores"][t], k)))
+
+
+def plot_token_scores(view: dict, t: int, token: str, layer: int, dpi: int = 90) -> tuple[TokenScores, plt.Figure]:
+    """Bars: every expert's sigmoid score; dots: its selection score (score + expert_bias); the
+    chosen k in red with their mixing weights; the dashed line: the k-th selection score."""
+    data = token_scores(view, t, token, layer)
+    E, k = len(data.scores), len(data.selected)
+    chosen = np.zeros(E, dtype=bool)
+    chosen[data.selected] = True
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.3 * E + 2.0)), 3.2), dpi=dpi)
+    ax.bar(np.arange(E), data.scores, color=np.where(chosen, "tab:red", "tab:blue"), alpha=0.75,
+           label="sigmoid score s (weighs)")
+    ax.scatter(np.arange(E), data.selection_scores, color="black", s=14, zorder=3,
+               label="selection score s + bias (chooses)")
+    threshold = np.sort(data.selection_scores)[::-1][k - 1]
+    ax.axhline(threshold, color="tab:red", ls="--", lw=0.8, label=f"k-th selection score (k = {k})")
+    for e, w in zip(data.selected, data.weights):
+        ax.annotate(f"w={w:.2f}", (e, max(data.scores[e], data.selection_scores[e])), xytext=(0, 4),
+                    textcoords="offset points", ha="center", fontsize=7, color="tab:red")
+    ax.set_xticks(np.arange(E))
+    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
+    ax.set_xlabel("expert (red: chosen)")
+    ax.set_ylabel("score")
+    ax.set_title(f"Layer {layer}, token {token!r}: entropy {data.entropy:.3f}, margin {data.margin:.4f}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return data, fig
+
+
+def plot_entropy_margin(tokens: list[str], layers: list[int], entropy, margin) -> tuple[dict, plt.Figure]:
+    """Two heatmaps, MoE layer x token: normalised router entropy, and the k-th minus (k+1)-th
+    selection score (dark: a near tie for the last expert seat)."""
+    data = {"tokens": list(tokens), "layers": list(layers), "entropy": _numpy(entropy), "margin": _numpy(margin)}
+    T, L = len(tokens), len(layers)
+    if data["entropy"].shape != (L, T) or data["margin"].shape != (L, T):
+        raise ValueError(f"plot_entropy_margin: expected (layers, tokens) = {(L, T)} arrays, found "
+                         f"{data['entropy'].shape} and {data['margin'].shape}")
+    fig, axes = plt.subplots(2, 1, figsize=(min(16.0, 3 + 0.28 * T), 1.6 + 0.5 * L), dpi=90, sharex=True)
+    for ax, key, cmap, label in ((axes[0], "entropy", "magma", "entropy"), (axes[1], "margin", "viridis", "margin")):
+        im = ax.imshow(data[key], aspect="auto", cmap=cmap, interpolation="nearest")
+        ax.set_yticks(range(L))
+        ax.set_yticklabels([f"L{i}" for i in layers], fontsize=7)
+        ax.set_ylabel("MoE layer")
+        fig.colorbar(im, ax=ax, label=label, fraction=0.025, pad=0.01)
+    axes[1].set_xticks(range(T))
+    axes[1].set_xticklabels(tokens, rotation=90, fontsize=7, family="DejaVu Sans Mono")
+    axes[0].set_title("Router entropy of each token (1: all experts scored alike)", fontsize=10)
+    axes[1].set_title("Margin: k-th minus (k+1)-th selection score (dark: a near tie for the last seat)", fontsize=10)
+    return data, fig
+
+
+def plot_bias_ablation(tokens: list[str], ablation: dict) -> tuple[dict, plt.Figure]:
+    """Top: which tokens change experts in each MoE layer when expert_bias is zeroed (in
+    ablation["zeroed"]); bottom: how much each token's next-token distribution moves (KL), with
+    the tokens whose most likely next token changed marked."""
+    layers = sorted(ablation["rerouted"])
+    rerouted = np.array([_numpy(ablation["rerouted"][i]) for i in layers]).reshape(len(layers), len(tokens))
+    data = {"tokens": list(tokens), "layers": layers, "rerouted": rerouted.astype(bool),
+            "kl": _numpy(ablation["kl"]), "top1_changed": _numpy(ablation["top1_changed"]).astype(bool)}
+    T = len(tokens)
+    fig, axes = plt.subplots(2, 1, figsize=(min(16.0, 3 + 0.28 * T), 2.6 + 0.3 * len(layers)), dpi=90, sharex=True,
+                             gridspec_kw={"height_ratios": [max(1, len(layers)), 3]})
+    axes[0].imshow(rerouted, aspect="auto", cmap=ListedColormap(["#f0f0f0", "tab:orange"]), vmin=0, vmax=1,
+                   interpolation="nearest")
+    axes[0].set_yticks(range(len(layers)))
+    axes[0].set_yticklabels([f"L{i}" for i in layers], fontsize=7)
+    axes[0].set_ylabel("MoE layer")
+    share = rerouted.mean(1) if T else np.zeros(len(layers))
+    for r, s in enumerate(share):
+        axes[0].text(T - 0.4, r, f" {s:.0%}", va="center", fontsize=7)
+    axes[0].set_title("expert_bias zeroed: tokens whose set of experts changes (orange), share per layer at right",
+                      fontsize=10)
+    axes[1].bar(range(T), data["kl"], color=np.where(data["top1_changed"], "tab:red", "tab:grey"))
+    axes[1].set_ylabel("KL, nats")
+    axes[1].set_title("change of the next-token distribution (red: the most likely next token changed)", fontsize=9)
+    axes[1].set_xticks(range(T))
+    axes[1].set_xticklabels(tokens, rotation=90, fontsize=7, family="DejaVu Sans Mono")
+    return data, fig
+
+
+# --------------------------------------------------------------------------------- the explorer
+def routing_html(table: routing.RouteTable, layer: int | None = None, token: int | None = None) -> str:
+    """The text once per layer as HTML, each token on its first-choice expert's colour (dense
+    layers grey); the picked layer's row in bold, the picked token outlined. Tokens escaped."""
+    colours = expert_colours(table.num_experts)
+    rows = []
+    for i in sorted(table.layers + table.dense_layers):
+        dense = i in table.dense_layers
+        spans = []
+        for t, tok in enumerate(table.tokens):
+            if dense:
+                bg, ink, tip = DENSE_COLOUR, "#555", "dense layer: no router"
+            else:
+                experts = table.experts[t][table.layers.index(i)]
+                bg, ink = to_hex(colours[experts[0]]), _text_colour(colours[experts[0]])
+                tip = "experts " + ", ".join(map(str, experts))
+            outline = "outline:2px solid black;" if t == token else ""
+            spans.append(f'<span title="{html.escape(tip, quote=True)}" style="background:{bg};color:{ink};'
+                         f'padding:0 2px;margin:1px;border-radius:2px;font-family:monospace;white-space:pre;'
+                         f'{outline}">{html.escape(tok)}</span>')
+        label = f"layer {i} {'dense' if dense else 'MoE'}"
+        weight = "font-weight:bold;" if i == layer else ""
+        rows.append(f'<div style="line-height:1.8;{weight}"><span style="display:inline-block;width:7.5em;'
+                    f'color:{"grey" if dense else "black"}">{label}</span>{"".join(spans)}</div>')
+    return "".join(rows)
+
+
+def route_explorer(model, tokenizer, text: str, layer: int | None = None, token: int | None = None):
+    """A widget: type a text, pick a layer and a token. Shows the text coloured by first-choice
+    expert in every layer, the token's scores and selection scores at the picked layer, its
+    entropy and margin, and what zeroing that layer's expert_bias changes. Built on
+    lfm2_edu.routing.route_tokens (the data `lfm2-edu route` prints)."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    cfg = model.config
+    moe = routing.moe_layers(cfg)
+    if not moe:
+        return widgets.HTML(f"<b>{html.escape(cfg.model_type)}</b>: no MoE layer in this model, so no router to explore.")
+    box = widgets.Textarea(value=text, continuous_update=False, description="text",
+                           layout=widgets.Layout(width="95%", height="4.5em"))
+    layer_pick = widgets.Dropdown(options=[(f"layer {i} ({'MoE' if cfg.is_moe_layer(i) else 'dense'})", i)
+                                           for i in range(cfg.num_hidden_layers)],
+                                  value=moe[0] if layer is None else layer, description="layer")
+    token_pick = widgets.Dropdown(description="token")
+    coloured, stats, out = widgets.HTML(), widgets.HTML(), widgets.Output()
+    state: dict = {}
+
+    def route(_=None) -> None:
+        ids = tokenizer.encode(box.value)
+        if not ids:
+            for key in ("ids", "table", "ablations"):
+                state.pop(key, None)
+            coloured.value, stats.value = "<i>Type some text.</i>", ""
+            return
+        first = "typed" not in state
+        state.update(ids=ids, table=routing.route_tokens(model, tokenizer, ids), ablations={}, typed=True)
+        tokens = state["table"].tokens
+        state["busy"] = True  # no drawing while the token list changes
+        try:
+            token_pick.options = [(f"{t}: {tok}", t) for t, tok in enumerate(tokens)]
+            token_pick.value = min(token, len(tokens) - 1) if first and token is not None else len(tokens) - 1
+        finally:
+            state["busy"] = False
+        draw()
+
+    def draw(_=None) -> None:
+        if state.get("busy") or "table" not in state or token_pick.value is None:
+            return
+        table, i, t = state["table"], layer_pick.value, token_pick.value
+        coloured.value = routing_html(table, i, t)
+        with out:
+            out.clear_output(wait=True)
+            if i in table.dense_layers:
+                stats.value = (f"<b>layer {i} is dense</b>: every token goes through the same SwiGLU MLP; "
+                               f"there is no router and nothing to choose.")
+                return
+            view = table.layer(i)
+            data, fig = plot_token_scores(view, t, table.tokens[t], i, dpi=72)
+            display(fig)
+            plt.close(fig)
+        if i not in state["ablations"]:
+            state["ablations"][i] = routing.bias_ablation(model, state["ids"], [i])
+        ab = state["ablations"][i]
+        experts = ", ".join(f"{e} (w={w:.2f})" for e, w in zip(data.selected, data.weights))
+        lines = [f"<b>{html.escape(repr(table.tokens[t]))}</b> at layer {i}: experts {experts}; "
+                 f"router entropy {data.entropy:.3f}; margin {data.margin:.4f}"]
+        if not ab["has_bias"]:
+            lines.append("This model has no expert_bias (use_expert_bias is False): nothing to zero.")
+        else:
+            moved = [table.tokens[s] for s in np.flatnonzero(ab["rerouted"][i].numpy())]
+            shown = ", ".join(html.escape(repr(s)) for s in moved[:12]) + (" ..." if len(moved) > 12 else "")
+            lines.append(f"Zeroing layer {i}'s expert_bias re-routes {len(moved)} of {len(table.tokens)} tokens "
+                         f"there{': ' + shown if moved else ''}. This token: "
+                         f"{'re-routed' if ab['rerouted'][i][t] else 'same experts'}, next-token KL "
+                         f"{float(ab['kl'][t]):.4f} nats (text mean {float(ab['kl'].mean()):.4f}), most likely "
+                         f"next token {'changed' if ab['top1_changed'][t] else 'unchanged'}.")
+        stats.value = "<br>".join(lines)
+
+    box.observe(route, names="value")
+    layer_pick.observe(draw, names="value")
+    token_pick.observe(draw, names="value")
+    route()
+    widget = widgets.VBox([box, widgets.HBox([layer_pick, token_pick]), coloured, out, stats])
+    widget.state = state  # what it shows, for inspection
+    return widget
+
+
+# ----------------------------------------------------------------- chapter 10: load balancing
+def plot_balance_over_training(runs: dict[str, dict], num_experts: int, k: int,
+                               title: str = "Load balance over training") -> tuple[dict, plt.Figure]:
+    """One panel per run: MaxVio of every MoE layer at each logged step (thin lines) and their
+    mean (thick); the dashed line is the worst a top-k router can do, E/k - 1.
+
+    runs: name -> routing.log_balance(log)."""
+    ceiling = num_experts / k - 1
+    data = {"runs": runs, "ceiling": ceiling}
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.4), dpi=90, sharey=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (name, bal) in zip(axes[0], runs.items()):
+        layers = sorted(bal["max_violation"])
+        for n, i in enumerate(layers):
+            ax.plot(bal["steps"], bal["max_violation"][i], lw=0.9, alpha=0.8, color=cmap(n / max(1, len(layers) - 1)),
+                    label=f"layer {i}")
+        if layers:
+            mean = np.mean([bal["max_violation"][i] for i in layers], axis=0)
+            ax.plot(bal["steps"], mean, lw=2.4, color="black", label="mean")
+        ax.axhline(ceiling, color="tab:red", ls="--", lw=0.8, label=f"worst possible, E/k-1 = {ceiling:g}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("MaxVio (0 = perfect balance)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title, fontsize=11, y=1.03)
+    return data, fig
+
+
+def plot_load_histograms(runs: dict[str, tuple[list[int], torch.Tensor]], k: int,
+                         title: str = "Tokens per expert") -> tuple[dict, plt.Figure]:
+    """A grid of bar charts, one row per run and one column per MoE layer: each expert's share of
+    the routed slots; the dashed line is the uniform share 1/E. runs: name -> (layers, (L, E) load)."""
+    data = {name: (list(layers), _numpy(load)) for name, (layers, load) in runs.items()}
+    n_layers = max(len(layers) for layers, _ in data.values())
+    fig, axes = plt.subplots(len(data), n_layers, figsize=(2.3 * n_layers + 1, 2.0 * len(data) + 0.6), dpi=90,
+                             sharey=True, squeeze=False)
+    for r, (name, (layers, load)) in enumerate(data.items()):
+        for c in range(n_layers):
+            ax = axes[r][c]
+            if c >= len(layers):
+                ax.axis("off")
+                continue
+            share = load[c] / load[c].sum()
+            E = len(share)
+            ax.bar(np.arange(E), share, color=expert_colours(E))
+            ax.axhline(1 / E, color="black", ls="--", lw=0.8)
+            ax.set_title(f"{name}: layer {layers[c]}\nMaxVio {routing.max_violation(torch.tensor(load[c])):.2f}",
+                         fontsize=8)
+            ax.set_xticks([])
+            if r == len(data) - 1:
+                ax.set_xlabel("expert")
+        axes[r][0].set_ylabel("share of slots")
+    fig.suptitle(f"{title} (dashed: uniform 1/E)", fontsize=11)
+    fig.tight_layout()
+    return data, fig
+
+
+def plot_bias_heatmap(layers: list[int], bias, title: str = "expert_bias at the end of training") -> tuple[dict, plt.Figure]:
+    """MoE layer x expert heatmap of the bias, centred at 0 (blue: pushed up, underloaded;
+    red: pushed down, overloaded)."""
+    data = {"layers": list(layers), "bias": _numpy(bias)}
+    L, E = data["bias"].shape
+    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.35 * E), 1.4 + 0.35 * L), dpi=90)
+    lim = max(1e-6, float(np.abs(data["bias"]).max()))
+    im = ax.imshow(data["bias"], cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(L))
+    ax.set_yticklabels([f"layer {i}" for i in layers], fontsize=8)
+    ax.set_xticks(range(E))
+    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
+    ax.set_xlabel("expert")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="bias added to the score (selection only)")
+    return data, fig
+
+
+# --------------------------------------------------------------- chapter 11: what experts learn
+def plot_layer_expert_load(layers: list[int], load, k: int,
+                           title: str = "Load per layer and expert") -> tuple[dict, plt.Figure]:
+    """MoE layer x expert heatmap of load / uniform load (1: each expert gets a share k/E of the
+    tokens); diverging around 1."""
+    load = _numpy(load)
+    ratio = load / load.mean(axis=1, keepdims=True)  # mean load per expert = N k / E
+    data = {"layers": list(layers), "load": load, "ratio": ratio}
+    L, E = load.shape
+    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.35 * E), 1.4 + 0.35 * L), dpi=90)
+    top = max(2.0, float(ratio.max()))
+    im = ax.imshow(ratio, cmap="PuOr_r", norm=TwoSlopeNorm(1.0, 0.0, top), aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(L))
+    ax.set_yticklabels([f"layer {i}" for i in layers], fontsize=8)
+    ax.set_xticks(range(E))
+    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
+    ax.set_xlabel("expert")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="load / uniform load")
+    return data, fig
+
+
+def plot_domain_specialisation(spec: dict[int, dict[str, torch.Tensor]], k: int,
+                               title: str = "Domain specialisation N(expert, domain) / N(domain)") -> tuple[dict, plt.Figure]:
+    """One heatmap per MoE layer, domain x expert, coloured around the uniform share k/E (white):
+    OLMoE's figure of domain specialisation. spec: layer -> domain -> (E,) share."""
+    layers = sorted(spec)
+    domains = list(spec[layers[0]]) if layers else []
+    data = {"layers": layers, "domains": domains,
+            "share": np.array([[_numpy(spec[i][d]) for d in domains] for i in layers])}  # (L, D, E)
+    E = data["share"].shape[-1] if layers else 1
+    cols = min(3, max(1, len(layers)))
+    rows = math.ceil(len(layers) / cols) if layers else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.2, 0.4 * len(domains) * rows + 1.0 * rows + 0.6),
+                             dpi=90, squeeze=False, layout="constrained")
+    base = k / E
+    top = max(2 * base, float(data["share"].max()) if layers else 1.0)
+    norm = TwoSlopeNorm(base, 0.0, top)
+    im = None
+    for n, ax in enumerate(axes.flat):
+        if n >= len(layers):
+            ax.axis("off")
+            continue
+        im = ax.imshow(data["share"][n], cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
+        ax.set_title(f"layer {layers[n]}", fontsize=9)
+        ax.set_yticks(range(len(domains)))
+        ax.set_yticklabels(domains, fontsize=8)
+        ax.set_xticks(range(E))
+        ax.set_xticklabels([str(e) if E <= 16 or e % 4 == 0 else "" for e in range(E)], fontsize=6)
+        ax.set_xlabel("expert", fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=axes, label=f"share of the domain's tokens (white: k/E = {base:.3f})", shrink=0.9)
+    fig.suptitle(title, fontsize=11)
+    return data, fig
+
+
+def plot_vocabulary_specialisation(tokens: list[str], share, counts, layer: int, k: int) -> tuple[dict, plt.Figure]:
+    """Token x expert heatmap of N(token routed to expert) / N(token) at one layer, for a few
+    frequent tokens (rows labelled with their count), coloured around the uniform k/E."""
+    data = {"tokens": list(tokens), "share": _numpy(share), "counts": _numpy(counts).astype(int), "layer": layer}
+    n, E = data["share"].shape
+    fig, ax = plt.subplots(figsize=(min(14.0, 3.0 + 0.33 * E), 1.2 + 0.26 * n), dpi=90)
+    base = k / E
+    im = ax.imshow(data["share"], cmap="RdBu_r", norm=TwoSlopeNorm(base, 0.0, max(1.0, 2 * base)), aspect="auto",
+                   interpolation="nearest")
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([f"{t!r} ×{c}" for t, c in zip(data["tokens"], data["counts"])], fontsize=7,
+                       family="DejaVu Sans Mono")
+    ax.set_xticks(range(E))
+    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
+    ax.set_xlabel("expert")
+    ax.set_title(f"Layer {layer}: where each token goes, N(token → expert) / N(token)", fontsize=10)
+    fig.colorbar(im, ax=ax, label=f"share of the token's occurrences (white: k/E = {base:.3f})")
+    return data, fig
+
+
+def plot_coactivation(matrices: dict[int, torch.Tensor], k: int,
+                      title: str = "Co-activation N(i and j) / N(i)") -> tuple[dict, plt.Figure]:
+    """One E x E heatmap per MoE layer (row i: how often expert j joins expert i); independent
+    uniform routing would give (k-1)/(E-1) everywhere off the diagonal."""
+    layers = sorted(matrices)
+    data = {"layers": layers, "coactivation": np.array([_numpy(matrices[i]) for i in layers])}
+    E = data["coactivation"].shape[-1] if layers else 1
+    cols = min(3, max(1, len(layers)))
+    rows = math.ceil(len(layers) / cols) if layers else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 1.2, 3.1 * rows + 0.5), dpi=90, squeeze=False,
+                             layout="constrained")
+    vmax = max(1e-6, float(data["coactivation"].max()) if layers else 1.0)
+    im = None
+    for n, ax in enumerate(axes.flat):
+        if n >= len(layers):
+            ax.axis("off")
+            continue
+        im = ax.imshow(data["coactivation"][n], cmap="Greens", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"layer {layers[n]}", fontsize=9)
+        ax.set_xlabel("expert j", fontsize=8)
+        ax.set_ylabel("expert i", fontsize=8)
+        ticks = range(0, E, max(1, E // 8))
+        ax.set_xticks(list(ticks))
+        ax.set_yticks(list(ticks))
+        ax.tick_params(labelsize=6)
+    if im is not None:
+        base = (k - 1) / max(1, E - 1)
+        fig.colorbar(im, ax=axes, label=f"N(i and j) / N(i) (uniform: {base:.3f})", shrink=0.9)
+    fig.suptitle(title, fontsize=11)
+    return data, fig
+
+
+def plot_consecutive_share(rates: dict[int, dict[str, float]], baseline: dict[str, float],
+                           title: str = "Do neighbouring tokens share an expert?") -> tuple[dict, plt.Figure]:
+    """Per MoE layer: the share of neighbouring token pairs with the same first-choice expert, and
+    with any expert in common; dashed: the same for independent uniform routing (Mixtral, sec. 5)."""
+    layers = sorted(rates)
+    data = {"layers": layers, "first": [rates[i]["first"] for i in layers],
+            "any": [rates[i]["any"] for i in layers], "baseline": dict(baseline)}
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(layers) + 3), 3.3), dpi=90)
+    ax.bar(x - 0.2, data["first"], width=0.4, color="tab:blue", label="same first choice")
+    ax.bar(x + 0.2, data["any"], width=0.4, color="tab:orange", label="any expert in common")
+    ax.axhline(baseline["first"], color="tab:blue", ls="--", lw=1, label=f"random: {baseline['first']:.3f}")
+    ax.axhline(baseline["any"], color="tab:orange", ls="--", lw=1, label=f"random: {baseline['any']:.3f}")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"L{i}" for i in layers])
+    ax.set_xlabel("MoE layer")
+    ax.set_ylabel("share of neighbouring pairs")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return data, fig
+
+
+def plot_model_comparison(layers: list[int], values: dict[str, dict[str, list[float]]],
+                          baselines: dict[str, float | None] | None = None,
+                          title: str = "Trained against untrained routers") -> tuple[dict, plt.Figure]:
+    """One panel per metric, one group of bars per MoE layer, one bar per model.
+    values: model name -> metric name -> one value per layer; baselines: metric -> dashed line."""
+    models = list(values)
+    metrics = list(values[models[0]]) if models else []
+    baselines = baselines or {}
+    data = {"layers": list(layers), "values": values, "baselines": dict(baselines)}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics) + 1.5, 3.2), dpi=90, squeeze=False)
+    x = np.arange(len(layers))
+    width = 0.8 / max(1, len(models))
+    colours = ["tab:blue", "tab:grey", "tab:orange", "tab:green"]
+    for ax, metric in zip(axes[0], metrics):
+        for n, name in enumerate(models):
+            ax.bar(x + (n - (len(models) - 1) / 2) * width, values[name][metric], width=width,
+                   color=colours[n % len(colours)], label=name)
+        if baselines.get(metric) is not None:
+            ax.axhline(baselines[metric], color="black", ls="--", lw=0.8, label="uniform random routing")
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"L{i}" for i in layers], fontsize=8)
+        ax.set_xlabel("MoE layer", fontsize=8)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=8)
+    if metrics:
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        for ax in axes[0][:-1]:  # a baseline drawn in another panel only
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles, labels = handles + [h], labels + [lab]
+        axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title, fontsize=11, y=1.02)
+    fig.tight_layout()
+    return data, fig
+
+
+__all__ = [
+    "TokenRouting", "TokenScores", "expert_colours", "plot_balance_over_training", "plot_bias_ablation",
+    "plot_bias_heatmap", "plot_coactivation", "plot_consecutive_share", "plot_domain_specialisation",
+    "plot_entropy_margin", "plot_layer_expert_load", "plot_load_histograms", "plot_model_comparison", "plot_token_routing",
+    "plot_token_scores", "plot_vocabulary_specialisation", "route_explorer", "routing_html", "token_scores",
+]

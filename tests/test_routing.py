@@ -1,0 +1,302 @@
+"""Routing metrics on hand-made routing tables whose answers are known, and the model runs that
+produce routing tables (route_tokens, collect_routing, bias_ablation)."""
+
+import math
+
+import pytest
+import torch
+
+from lfm2_edu import Capture
+from lfm2_edu import routing as R
+from lfm2_edu.cli import format_route
+from reference import tiny_config
+from test_cache import random_model
+
+
+class FakeTokenizer:
+    def tokens(self, ids, visible_whitespace=False):
+        return [f"<{i}>" for i in ids]
+
+
+# ------------------------------------------------------------------------------------ load balance
+def test_uniform_load_is_perfectly_balanced():
+    load = torch.tensor([7, 7, 7, 7, 7, 7, 7, 7])
+    assert R.max_violation(load) == 0.0
+    assert R.coefficient_of_variation(load) == 0.0
+    assert R.load_entropy(load) == pytest.approx(1.0)
+    assert R.load_metrics(load) == pytest.approx({"max_violation": 0.0, "cv": 0.0, "entropy": 1.0})
+
+
+@pytest.mark.parametrize("E", [2, 8, 16, 32])
+def test_one_expert_taking_everything_is_the_known_maximum(E):
+    load = torch.zeros(E, dtype=torch.long)
+    load[E // 2] = 100
+    assert R.max_violation(load) == pytest.approx(E - 1)
+    assert R.coefficient_of_variation(load) == pytest.approx(math.sqrt(E - 1))
+    assert R.load_entropy(load) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_top_k_routing_reaches_at_most_E_over_k_minus_1():
+    """Every token visits experts 0 and 1: each of them gets N of the N k slots."""
+    selected = torch.tensor([[0, 1], [1, 0], [0, 1], [1, 0]])  # N = 4, k = 2
+    load = R.expert_load(selected, 8)
+    assert load.tolist() == [4, 4, 0, 0, 0, 0, 0, 0]
+    assert R.max_violation(load) == pytest.approx(8 / 2 - 1)
+    assert R.load_entropy(load) == pytest.approx(math.log(2) / math.log(8))
+
+
+def test_load_metrics_of_a_hand_made_load():
+    load = torch.tensor([6, 4, 5, 5])  # mean 5, population std sqrt(0.5)
+    assert R.max_violation(load) == pytest.approx(0.2)
+    assert R.coefficient_of_variation(load) == pytest.approx(math.sqrt(0.5) / 5)
+    p = torch.tensor([0.3, 0.2, 0.25, 0.25])
+    assert R.load_entropy(load) == pytest.approx(float(-(p * p.log()).sum() / math.log(4)))
+
+
+def test_top_expert_share_counts_tokens_not_slots():
+    selected = torch.tensor([[2, 0], [2, 1], [3, 2], [0, 1]])
+    assert R.top_expert_share(selected, 4) == (2, 0.75)
+
+
+# -------------------------------------------------------------------------------------- per token
+def test_router_entropy_known_values():
+    scores = torch.tensor([[0.5, 0.5, 0.5, 0.5],  # no preference
+                           [0.9, 0.0, 0.0, 0.0],  # one expert
+                           [0.3, 0.3, 0.0, 0.0]])  # two alike: log 2 / log 4
+    assert R.router_entropy(scores).tolist() == pytest.approx([1.0, 0.0, 0.5], abs=1e-6)
+    assert R.router_entropy(scores[None]).shape == (1, 3)  # any leading shape
+
+
+def test_selection_margin_is_kth_minus_next():
+    sel = torch.tensor([[0.9, 0.5, 0.7, 0.1], [0.2, 0.2, 0.8, 0.2]])
+    assert R.selection_margin(sel, 2).tolist() == pytest.approx([0.2, 0.0])  # a tie: margin 0
+    assert R.selection_margin(sel, 1).tolist() == pytest.approx([0.2, 0.6])
+    with pytest.raises(ValueError, match="expected 0 < k < E = 4, found k = 4"):
+        R.selection_margin(sel, 4)
+
+
+def test_rerouted_without_bias_compares_sets():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.2], [0.9, 0.8, 0.1, 0.2], [0.1, 0.2, 0.3, 0.4]])
+    selected = torch.tensor([[1, 0], [0, 2], [3, 2]])  # same set reordered, one changed, same
+    assert R.rerouted_without_bias(scores, selected).tolist() == [False, True, False]
+
+
+# ----------------------------------------------------------------------------------- specialisation
+def test_domain_specialisation_by_hand():
+    tables = {"code": torch.tensor([[0, 1], [0, 2], [0, 1], [3, 0]]),  # expert 0 in every token
+              "prose": torch.tensor([[2, 3], [3, 2]])}
+    spec = R.domain_specialisation(tables, 4)
+    assert spec["code"].tolist() == [1.0, 0.5, 0.25, 0.25]
+    assert spec["prose"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert all(float(s.sum()) == pytest.approx(2) for s in spec.values())  # each row sums to k
+
+
+def test_domain_specialisation_of_uniform_routing_is_k_over_E():
+    E, k = 6, 2
+    pairs = torch.combinations(torch.arange(E), 2)  # every pair once: each expert in 5 of 15
+    assert R.domain_specialisation({"all": pairs}, E)["all"].tolist() == pytest.approx([k / E] * E)
+
+
+def test_domain_information_known_values():
+    own = {"a": torch.tensor([[0, 1], [1, 0]]), "b": torch.tensor([[2, 3], [3, 2]])}  # disjoint experts
+    assert R.domain_information(own, 4) == pytest.approx(1.0)  # log2(2 domains)
+    same = {"a": torch.tensor([[0, 1], [2, 3]]), "b": torch.tensor([[2, 3], [0, 1]])}  # identical spreads
+    assert R.domain_information(same, 4) == pytest.approx(0.0, abs=1e-12)
+    skewed = {"a": torch.tensor([[0, 1]] * 3), "b": torch.tensor([[0, 1]] * 5)}  # lopsided load, same spread
+    assert R.domain_information(skewed, 4) == pytest.approx(0.0, abs=1e-12)
+    # by hand: slots a -> (0, 0, 1, 1), b -> (0, 2, 0, 2): p(e=0) = 1/2, p(e=1) = p(e=2) = 1/4
+    half = {"a": torch.tensor([[0, 1], [0, 1]]), "b": torch.tensor([[0, 2], [0, 2]])}
+    assert R.domain_information(half, 3) == pytest.approx(0.5)  # H(D) - H(D | e) = 1 - 1/2 * 1
+
+
+def test_vocabulary_consistency_by_hand():
+    ids = torch.tensor([5, 5, 5, 5, 9, 9, 7])
+    selected = torch.tensor([[0, 1], [0, 2], [0, 1], [3, 1], [2, 3], [2, 3], [1, 0]])
+    vocab = R.vocabulary_specialisation(ids, selected, 4)
+    # token 5: expert 0 in 3 of 4 (and 1 in 3 of 4): 0.75; token 9: 1.0; token 7: 1.0
+    assert R.vocabulary_consistency(vocab) == pytest.approx((4 * 0.75 + 2 * 1.0 + 1 * 1.0) / 7)
+    assert R.vocabulary_consistency(vocab, min_count=2) == pytest.approx((4 * 0.75 + 2 * 1.0) / 6)
+
+
+def test_vocabulary_specialisation_by_hand():
+    ids = torch.tensor([[5, 9, 5, 5]])  # (B, T)
+    selected = torch.tensor([[[0, 1], [2, 3], [0, 2], [1, 0]]])  # (B, T, k)
+    v = R.vocabulary_specialisation(ids, selected, 4)
+    assert v["token_ids"].tolist() == [5, 9] and v["counts"].tolist() == [3, 1]
+    assert v["share"][0].tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])  # token 5 always meets expert 0
+    assert v["share"][1].tolist() == [0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="found 3 tokens and 4 routings"):
+        R.vocabulary_specialisation(ids[:, :3], selected, 4)
+
+
+def test_top_tokens_per_expert_by_hand():
+    ids = torch.tensor([5] * 4 + [9] * 2 + [7])
+    selected = torch.tensor([[0, 1]] * 3 + [[2, 1]] + [[2, 3]] * 2 + [[0, 3]])
+    vocab = R.vocabulary_specialisation(ids, selected, 4)
+    top = R.top_tokens(vocab, min_count=2, n=2)  # token 7 (seen once) is left out
+    assert top[0] == [(5, 0.75, 4), (9, 0.0, 2)]
+    assert top[1] == [(5, 1.0, 4), (9, 0.0, 2)]
+    assert top[2] == [(9, 1.0, 2), (5, 0.25, 4)]
+    assert top[3][0] == (9, 1.0, 2)
+    assert R.top_tokens(vocab, min_count=5) == {0: [], 1: [], 2: [], 3: []}
+
+
+def test_coactivation_by_hand():
+    selected = torch.tensor([[0, 1], [0, 1], [0, 2], [2, 1]])
+    c = R.coactivation(selected, 4)
+    expected = torch.tensor([[0, 2 / 3, 1 / 3, 0],   # expert 0 (3 tokens): with 1 twice, with 2 once
+                             [2 / 3, 0, 1 / 3, 0],   # expert 1 (3 tokens)
+                             [1 / 2, 1 / 2, 0, 0],   # expert 2 (2 tokens)
+                             [0, 0, 0, 0]])          # expert 3 never used
+    assert torch.allclose(c, expected)
+    assert torch.allclose(c[:3].sum(1), torch.ones(3))  # rows of used experts sum to k - 1
+
+
+def test_consecutive_share_by_hand():
+    seq = torch.tensor([[0, 1], [0, 2], [3, 2], [1, 0], [1, 0]])  # pairs: (first same, any same)
+    # (0,1)-(0,2): yes, yes; (0,2)-(3,2): no, yes; (3,2)-(1,0): no, no; (1,0)-(1,0): yes, yes
+    assert R.consecutive_share(seq) == pytest.approx({"first": 0.5, "any": 0.75})
+    batch = torch.stack([torch.tensor([[0, 1], [0, 1]]), torch.tensor([[2, 3], [1, 0]])])  # (B=2, T=2, k)
+    assert R.consecutive_share(batch) == pytest.approx({"first": 0.5, "any": 0.5})  # no pair across rows
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        R.consecutive_share(seq[:1])
+
+
+def test_consecutive_baseline_is_mixtrals_and_matches_random_routing():
+    assert R.consecutive_baseline(8, 2) == pytest.approx({"first": 0.125, "any": 13 / 28})  # Mixtral: 12.5%, 46%
+    g = torch.Generator().manual_seed(0)
+    E, k = 16, 2
+    random = torch.rand(4, 20000, E, generator=g).topk(k, dim=-1).indices  # independent uniform routing
+    measured, expected = R.consecutive_share(random), R.consecutive_baseline(E, k)
+    assert measured["first"] == pytest.approx(expected["first"], abs=0.005)
+    assert measured["any"] == pytest.approx(expected["any"], abs=0.008)
+
+
+# ---------------------------------------------------------------------------------- training logs
+def test_log_balance_and_tables_read_json_style_logs():
+    log = {"steps": [0, 10], "load": [{"3": [4, 4, 4, 4], "2": [16, 0, 0, 0]}, {"2": [6, 4, 5, 5], "3": [8, 8, 0, 0]}],
+           "expert_bias": [{"2": [0.0] * 4, "3": [0.0] * 4}, {"2": [-0.1, 0.1, 0.0, 0.0], "3": [0.0, 0.0, 0.1, 0.1]}]}
+    bal = R.log_balance(log)
+    assert bal["steps"] == [0, 10]
+    assert sorted(bal["max_violation"]) == [2, 3]
+    assert bal["max_violation"][2] == pytest.approx([3.0, 0.2]) and bal["max_violation"][3] == pytest.approx([0.0, 1.0])
+    assert bal["cv"][3] == pytest.approx([0.0, 1.0])
+    layers, bias = R.log_table(log, "expert_bias")
+    assert layers == [2, 3] and torch.allclose(bias, torch.tensor([[-0.1, 0.1, 0.0, 0.0], [0.0, 0.0, 0.1, 0.1]]))
+    layers, load = R.log_table(log, "load", step=0)
+    assert load[0].tolist() == [16, 0, 0, 0]
+    assert R.log_balance({"steps": [], "load": []}) == {"steps": [], "max_violation": {}, "cv": {}}
+
+
+# ------------------------------------------------------------------------------ from a model run
+@torch.no_grad()
+def test_route_tokens_reads_the_router_of_every_moe_layer():
+    model = random_model(tiny_config())  # layer 0 dense, 1-3 MoE, 6 experts top-2
+    ids = [1, 5, 9, 33, 2]
+    table = R.route_tokens(model, FakeTokenizer(), ids)
+    assert table.layers == [1, 2, 3] and table.dense_layers == [0] and table.num_experts == 6
+    cap = Capture("layers.*.moe.*")
+    model(torch.tensor([ids]), capture=cap)
+    for i in table.layers:
+        view = table.layer(i)
+        assert torch.equal(view["selected"], cap[f"layers.{i}.moe.selected"][0])
+        for name in ("scores", "selection_scores", "weights"):
+            assert torch.allclose(view[name], cap[f"layers.{i}.moe.{name}"][0])
+        assert torch.allclose(view["expert_bias"], model.layers[i].feed_forward.expert_bias)
+        assert torch.equal(view["selected"], torch.topk(view["selection_scores"], 2).indices)  # the bias chose
+    assert table.experts[2][1] == cap["layers.2.moe.selected"][0, 2].tolist()  # [token][layer position]
+    assert format_route(table).splitlines()[0].split() == ["token", "│", "L1", "│", "L2", "│", "L3"]  # the CLI prints it
+    with pytest.raises(ValueError, match="expected one of the MoE layers"):
+        table.layer(0)
+
+
+def test_route_tokens_errors():
+    model = random_model(tiny_config())
+    with pytest.raises(ValueError, match=r"expected MoE layers among \[1, 2, 3\], found \[0\]"):
+        R.route_tokens(model, FakeTokenizer(), [1, 2], layers=[0])
+    with pytest.raises(ValueError, match="expected at least one token"):
+        R.route_tokens(model, FakeTokenizer(), [])
+    dense = random_model(tiny_config(model_type="lfm2"))
+    with pytest.raises(ValueError, match="found model_type 'lfm2' with none"):
+        R.route_tokens(dense, FakeTokenizer(), [1, 2])
+
+
+def test_route_tokens_without_expert_bias():
+    model = random_model(tiny_config(use_expert_bias=False))
+    table = R.route_tokens(model, FakeTokenizer(), [1, 2, 3])
+    assert table.expert_bias == [None, None, None] and table.layer(2)["expert_bias"] is None
+    assert table.scores == table.selection_scores
+
+
+@torch.no_grad()
+def test_collect_routing_equals_one_forward():
+    model = random_model(tiny_config())
+    seqs = torch.randint(0, 97, (5, 8), generator=torch.Generator().manual_seed(2))
+    got = R.collect_routing(model, seqs, batch_size=2, names=("selected", "scores"))
+    cap = Capture("layers.*.moe.*")
+    model(seqs, capture=cap)
+    assert sorted(got) == [1, 2, 3]
+    for i in got:
+        assert got[i]["selected"].shape == (5, 8, 2)
+        assert torch.equal(got[i]["selected"], cap[f"layers.{i}.moe.selected"])
+        assert torch.allclose(got[i]["scores"], cap[f"layers.{i}.moe.scores"], atol=1e-6)
+
+
+@torch.no_grad()
+def test_bias_ablation_reroutes_exactly_what_the_bias_chose():
+    model = random_model(tiny_config())
+    ids = list(range(3, 40))
+    before = {i: model.layers[i].feed_forward.expert_bias.clone() for i in (1, 2, 3)}
+    table = R.route_tokens(model, FakeTokenizer(), ids)
+    ab = R.bias_ablation(model, ids, layers=[2])
+    assert ab["zeroed"] == [2] and ab["has_bias"]
+    view = table.layer(2)  # layer 2 sees the same input: its re-routing follows from its own scores
+    assert torch.equal(ab["rerouted"][2], R.rerouted_without_bias(view["scores"], view["selected"]))
+    assert ab["rerouted"][2].any()  # random biases of size 0.3 do change some choices
+    assert not ab["rerouted"][1].any()  # upstream of the change: untouched
+    assert ab["kl"].shape == (len(ids),) and (ab["kl"] >= 0).all() and ab["kl"].max() > 0
+    assert all(torch.equal(model.layers[i].feed_forward.expert_bias, b) for i, b in before.items())  # restored
+    everywhere = R.bias_ablation(model, ids)
+    assert everywhere["zeroed"] == [1, 2, 3]
+    assert torch.equal(everywhere["rerouted"][1], R.rerouted_without_bias(table.layer(1)["scores"],
+                                                                          table.layer(1)["selected"]))
+    with pytest.raises(ValueError, match=r"expected MoE layers among \[1, 2, 3\], found \[0\]"):
+        R.bias_ablation(model, ids, layers=[0])
+
+
+@torch.no_grad()
+def test_bias_ablation_with_a_zero_bias_or_none_changes_nothing():
+    model = random_model(tiny_config())
+    for i in (1, 2, 3):
+        model.layers[i].feed_forward.expert_bias.zero_()
+    ab = R.bias_ablation(model, [4, 5, 6, 7])
+    assert ab["has_bias"] and not any(r.any() for r in ab["rerouted"].values())
+    assert ab["kl"].abs().max() < 1e-6 and not ab["top1_changed"].any()
+    no_bias = R.bias_ablation(random_model(tiny_config(use_expert_bias=False)), [4, 5, 6])
+    assert not no_bias["has_bias"] and not any(r.any() for r in no_bias["rerouted"].values())
+
+
+def test_stand_in_model_is_a_small_moe_with_a_bias():
+    model = R.stand_in_model(vocab_size=300)
+    cfg = model.config
+    assert cfg.is_moe and R.moe_layers(cfg) == [1, 2, 3] and cfg.vocab_size == 300
+    assert model.layers[1].feed_forward.expert_bias.abs().sum() > 0
+    table = R.route_tokens(model, FakeTokenizer(), [1, 2, 3])
+    assert len(table.experts) == 3 and len(table.experts[0]) == 3 and len(table.experts[0][0]) == 2
+
+
+@torch.no_grad()
+def test_expert_bias_zeroed_restores_the_bias_even_after_an_error():
+    model = random_model(tiny_config())
+    bias = model.layers[2].feed_forward.expert_bias
+    with R.expert_bias_zeroed(model, [2]):
+        assert model.layers[2].feed_forward.expert_bias.abs().sum() == 0
+        assert model.layers[1].feed_forward.expert_bias.abs().sum() > 0  # only the layers asked for
+    assert model.layers[2].feed_forward.expert_bias is bias
+    with pytest.raises(RuntimeError, match="boom"):
+        with R.expert_bias_zeroed(model):
+            raise RuntimeError("boom")
+    assert model.layers[2].feed_forward.expert_bias is bias and bias.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"found \[0\]"):
+        with R.expert_bias_zeroed(model, [0]):
+            pass
