@@ -398,14 +398,19 @@ def plot_bias_heatmap(layers: list[int], bias, title: str = "expert_bias at the 
     fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.35 * E), 1.4 + 0.35 * L), dpi=90)
     lim = max(1e-6, float(np.abs(data["bias"]).max()))
     im = ax.imshow(data["bias"], cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-    ax.set_yticks(range(L))
+    _label_layer_expert_axes(ax, layers, E, title)
+    fig.colorbar(im, ax=ax, label="bias added to the score (selection only)")
+    return data, fig
+
+
+def _label_layer_expert_axes(ax, layers: list[int], E: int, title: str) -> None:
+    """Rows: MoE layers; columns: experts."""
+    ax.set_yticks(range(len(layers)))
     ax.set_yticklabels([f"layer {i}" for i in layers], fontsize=8)
     ax.set_xticks(range(E))
     ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
     ax.set_xlabel("expert")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label="bias added to the score (selection only)")
-    return data, fig
 
 
 # --------------------------------------------------------------- chapter 11: what experts learn
@@ -420,12 +425,7 @@ def plot_layer_expert_load(layers: list[int], load, k: int,
     fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.35 * E), 1.4 + 0.35 * L), dpi=90)
     top = max(2.0, float(ratio.max()))
     im = ax.imshow(ratio, cmap="PuOr_r", norm=TwoSlopeNorm(1.0, 0.0, top), aspect="auto", interpolation="nearest")
-    ax.set_yticks(range(L))
-    ax.set_yticklabels([f"layer {i}" for i in layers], fontsize=8)
-    ax.set_xticks(range(E))
-    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
-    ax.set_xlabel("expert")
-    ax.set_title(title, fontsize=10)
+    _label_layer_expert_axes(ax, layers, E, title)
     fig.colorbar(im, ax=ax, label="load / uniform load")
     return data, fig
 
