@@ -48,11 +48,12 @@ def load(source: str | None = None, dtype: torch.dtype | None = None):
     """(model, tokenizer) for the chapters; fp32 unless the checkpoint is large, then bf16."""
     from .tokenizer import load_tokenizer
 
-    folder = resolve_checkpoint(source or model_source())
+    source = source or model_source()
+    folder = resolve_checkpoint(source)
     if dtype is None:
         dtype = torch.bfloat16 if checkpoint_bytes(folder) > LARGE_CHECKPOINT_BYTES else torch.float32
     model: LFM2Model = load_model(folder, dtype=dtype)
-    return model, load_tokenizer(folder)
+    return model, load_tokenizer(source)
 
 
 def figures_dir() -> Path:

@@ -300,7 +300,7 @@ def load_tokenizer(source: str | os.PathLike) -> Tokenizer:
     # tokenizer.json exists, so they are ignored here too.
     decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else {}
     kinds = [d.get("type") for d in decoder.get("decoders", [decoder])]
-    return Tokenizer(backend, special, chat_template, byte_level="ByteLevel" in kinds, name=str(folder))
+    return Tokenizer(backend, special, chat_template, byte_level="ByteLevel" in kinds, name=str(source))  # as the user named it
 
 
 __all__ = ["Tokenizer", "TokenizerError", "bytes_to_unicode", "load_tokenizer"]
