@@ -51,13 +51,13 @@ def write_checkpoint(folder: Path) -> None:
     from safetensors.torch import save_file
 
     from lfm2_edu import LFM2Config, LFM2Model
+    from lfm2_edu.checkpoint import plan_shards
 
     config = LFM2Config()  # the defaults are LFM2-8B-A1B
     with torch.device("meta"):  # names and shapes, no memory
         model = LFM2Model(config)
-    specs = [("model." + name, tuple(t.shape), _checkpoint_dtype(name))
-             for name, t in model.state_dict().items()]
-    shards = _plan_shards(specs)
+    specs = {"model." + name: t.to(_checkpoint_dtype(name)) for name, t in model.state_dict().items()}  # meta
+    shards = plan_shards(specs, SHARD_BYTES)  # lists of names, as save_model groups them
     files = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
 
     # Written beside the target and renamed at the end: an interrupted run leaves only a
@@ -70,12 +70,13 @@ def write_checkpoint(folder: Path) -> None:
     (tmp / "config.json").write_text(json.dumps(hub, indent=2) + "\n", encoding="utf-8")
     generator = torch.Generator().manual_seed(0)
     for file, shard in zip(files, shards):
-        tensors = {name: _random_tensor(name, shape, dtype, generator) for name, shape, dtype in shard}
+        tensors = {name: _random_tensor(name, tuple(specs[name].shape), specs[name].dtype, generator)
+                   for name in shard}
         save_file(tensors, str(tmp / file), metadata={"format": "pt"})
         del tensors
         print(f"  wrote {file}", flush=True)
-    weight_map = {name: file for file, shard in zip(files, shards) for name, _, _ in shard}
-    total = sum(_nbytes(shape, dtype) for _, shape, dtype in specs)
+    weight_map = {name: file for file, shard in zip(files, shards) for name in shard}
+    total = sum(t.numel() * t.element_size() for t in specs.values())
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     tmp.rename(folder)
@@ -85,26 +86,6 @@ def _checkpoint_dtype(name: str):
     import torch
 
     return torch.float32 if name.endswith("expert_bias") else torch.bfloat16
-
-
-def _nbytes(shape: tuple, dtype) -> int:
-    n = dtype.itemsize
-    for d in shape:
-        n *= d
-    return n
-
-
-def _plan_shards(specs: list) -> list[list]:
-    """Consecutive tensors grouped into shards of at most SHARD_BYTES."""
-    shards, size = [[]], 0
-    for spec in specs:
-        nbytes = _nbytes(spec[1], spec[2])
-        if shards[-1] and size + nbytes > SHARD_BYTES:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += nbytes
-    return shards
 
 
 def _random_tensor(name: str, shape: tuple, dtype, generator):

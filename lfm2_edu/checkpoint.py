@@ -255,7 +255,7 @@ def save_model(model: LFM2Model, folder: str | os.PathLike, max_shard_bytes: int
                               f"(pass overwrite=True to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tensors = {_hub_name(n): t.detach() for n, t in model.state_dict().items()}
-    shards = _plan_shards(tensors, max_shard_bytes)
+    shards = plan_shards(tensors, max_shard_bytes)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
         config = model.config.to_hub_dict()
@@ -292,7 +292,7 @@ def save_model(model: LFM2Model, folder: str | os.PathLike, max_shard_bytes: int
     return folder
 
 
-def _plan_shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
+def plan_shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
     """Names grouped into shards of at most max_bytes (a bigger tensor gets a shard of its own)."""
     shards: list[list[str]] = [[]]
     size = 0
