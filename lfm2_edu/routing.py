@@ -55,6 +55,31 @@ def max_violation(load: torch.Tensor) -> float:
     return float((load.max() - load.mean()) / load.mean())
 
 
+def max_violation_noise_floor(num_tokens: int, num_experts: int, k: int, trials: int = 200,
+                              seed: int = 0) -> dict[str, float]:
+    """The MaxVio that chance alone gives: a router that sends each of `num_tokens` tokens to k
+    distinct experts drawn uniformly, measured `trials` times -> {"mean": .., "p95": ..}.
+
+    A perfectly fair router still shows this much imbalance on a finite sample, so a measured
+    MaxVio near the floor says "balanced, as far as this many tokens can tell"; it shrinks like
+    1/sqrt(num_tokens). Seeded: the same arguments give the same floor on every machine.
+    """
+    if not 0 < k <= num_experts or num_tokens < 1 or trials < 1:
+        raise ValueError(f"max_violation_noise_floor: expected num_tokens >= 1, 0 < k <= num_experts and "
+                         f"trials >= 1, found num_tokens={num_tokens}, k={k}, num_experts={num_experts}, "
+                         f"trials={trials}")
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    chunk = max(1, 2_000_000 // (num_tokens * num_experts))  # trials per draw, a few MB at a time
+    for start in range(0, trials, chunk):
+        n = min(chunk, trials - start)
+        picks = torch.rand(n, num_tokens, num_experts, generator=generator).topk(k, dim=-1).indices  # (n, N, k)
+        for trial in picks:
+            values.append(max_violation(expert_load(trial, num_experts)))
+    values_t = torch.tensor(values)
+    return {"mean": float(values_t.mean()), "p95": float(values_t.quantile(0.95))}
+
+
 def top_expert_share(selected: torch.Tensor, num_experts: int) -> tuple[int, float]:
     """The expert that most tokens of a set visit, and the share of those tokens that visit it.
 

@@ -300,3 +300,27 @@ def test_expert_bias_zeroed_restores_the_bias_even_after_an_error():
     with pytest.raises(ValueError, match=r"found \[0\]"):
         with R.expert_bias_zeroed(model, [0]):
             pass
+
+
+def test_noise_floor_known_cases():
+    from lfm2_edu.routing import max_violation_noise_floor
+    # every token visits every expert when k == E: no imbalance is possible
+    assert max_violation_noise_floor(50, 4, 4, trials=5) == {"mean": 0.0, "p95": 0.0}
+    small, large = max_violation_noise_floor(200, 16, 2), max_violation_noise_floor(20_000, 16, 2)
+    assert large["mean"] < small["mean"] / 5  # shrinks like 1/sqrt(N): 100x the tokens, ~10x smaller
+    assert small["mean"] <= small["p95"]
+    assert max_violation_noise_floor(200, 16, 2) == small  # seeded
+
+
+def test_a_uniform_router_sits_at_the_noise_floor():
+    from lfm2_edu.routing import expert_load, max_violation, max_violation_noise_floor
+    g = torch.Generator().manual_seed(123)
+    selected = torch.rand(5000, 16, generator=g).topk(2, dim=-1).indices  # a uniform random router
+    floor = max_violation_noise_floor(5000, 16, 2)
+    assert max_violation(expert_load(selected, 16)) <= 1.5 * floor["p95"]
+
+
+def test_noise_floor_rejects_bad_arguments():
+    from lfm2_edu.routing import max_violation_noise_floor
+    with pytest.raises(ValueError, match="0 < k <= num_experts"):
+        max_violation_noise_floor(10, 4, 5)
