@@ -76,6 +76,27 @@ class LFM2Config:
     def is_moe(self) -> bool:
         return self.model_type == "lfm2_moe"
 
+    # The layer lists every part of the package (and the chapters) use: one source for each.
+    @property
+    def attention_layers(self) -> list[int]:
+        """Layers whose token mixer is grouped-query attention."""
+        return [i for i in range(self.num_hidden_layers) if self.is_attention_layer(i)]
+
+    @property
+    def conv_layers(self) -> list[int]:
+        """Layers whose token mixer is the short convolution."""
+        return [i for i in range(self.num_hidden_layers) if not self.is_attention_layer(i)]
+
+    @property
+    def moe_layers(self) -> list[int]:
+        """Layers whose feed-forward block is the sparse MoE (none in a dense LFM2)."""
+        return [i for i in range(self.num_hidden_layers) if self.is_moe_layer(i)]
+
+    @property
+    def dense_layers(self) -> list[int]:
+        """Layers whose feed-forward block is the dense SwiGLU MLP (no router)."""
+        return [i for i in range(self.num_hidden_layers) if not self.is_moe_layer(i)]
+
     def is_attention_layer(self, i: int) -> bool:
         return self.layer_types[i] == "full_attention"
 

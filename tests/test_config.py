@@ -104,3 +104,12 @@ def test_config_files(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="expected a JSON object, found list"):
         LFM2Config.from_file(tmp_path / "config.json")
+
+
+def test_layer_lists():
+    cfg = LFM2Config()  # LFM2-8B-A1B
+    assert cfg.attention_layers == [2, 6, 10, 14, 18, 21]
+    assert len(cfg.conv_layers) == 18 and not set(cfg.conv_layers) & set(cfg.attention_layers)
+    assert cfg.dense_layers == [0, 1] and cfg.moe_layers == list(range(2, 24))
+    dense = LFM2Config(model_type="lfm2", num_dense_layers=24)
+    assert dense.moe_layers == [] and dense.dense_layers == list(range(24))
