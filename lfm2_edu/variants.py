@@ -29,11 +29,18 @@ every chosen expert runs, no shared expert. How each variant here differs from i
     fine_grained(layout, m)  each expert split into m experts of width I/m, top-(m k): the same total
                         and active parameters, C(mE, mk) expert sets instead of C(E, k) (DeepSeekMoE sec. 3.1).
     top-1 vs top-k      SoftmaxTopK(1) runs half the expert FLOPs of top-2; renormalising a single
-                        weight makes it 1 and leaves the router without a gradient.
+                        weight makes it 1 and leaves the router without a gradient (router_gradient shows it).
 
 The auxiliary load-balancing loss the softmax routers are trained with is not computed here: it
 belongs with training (train.py). It needs only `routing.scores` (P) and `routing.selected` (f),
 which every router below returns.
+
+Then what the chapters measure with them, from real layers, loads and routing tables:
+    moe_input              the (N, H) tokens a model's MoE layer routes, to run a block on them
+    router_gradient        one backward pass: which rows of the router get a gradient, from which tokens
+    expert_parallel_step   experts placed on D devices; the busiest device sets each layer's time
+    weight_bytes_per_step  bytes of weights one decode step reads, given the experts each layer touches
+    uniform_experts_touched / experts_touched   the union of experts a batch of tokens touches
 """
 
 from __future__ import annotations
@@ -46,8 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import LFM2Config
 from .mlp import SwiGLU
 from .moe import Routing, SparseMoE
+from .params import count_parameters
+from .trace import Capture
 
 
 def _check_logits(logits: torch.Tensor, k: int, who: str) -> None:
@@ -284,3 +294,155 @@ def fine_grained(layout: ExpertLayout, granularity: int, shared_experts: int = 0
                          f"dividing intermediate_size={I}, and 0 <= shared_experts < m*k = {m * k}; found "
                          f"shared in layout={layout.shared_experts}, m={m}, shared_experts={shared_experts}")
     return ExpertLayout(m * E - shared_experts, m * k - shared_experts, I // m, shared_experts)
+
+
+# ------------------------------------------------------------------------- how the router learns
+@torch.no_grad()
+def moe_input(model, token_ids, layer: int) -> torch.Tensor:
+    """The (N, H) tokens MoE layer `layer` of a model routes (N = B*T): ffn_norm(h + mixer(h)),
+    as layer.py computes them, so that a MoEBlock on a real layer can be run (and differentiated)
+    on the very tokens the model sends it. token_ids: (T,) or (B, T)."""
+    if layer not in model.config.moe_layers:
+        raise ValueError(f"moe_input: expected one of the MoE layers {model.config.moe_layers}, found {layer}")
+    ids = torch.as_tensor(token_ids)
+    ids = ids[None] if ids.dim() == 1 else ids  # (B, T)
+    cap = Capture(f"layers.{layer}.input", f"layers.{layer}.mixer.output")
+    model(ids.to(model.device), capture=cap)
+    h = cap[f"layers.{layer}.input"] + cap[f"layers.{layer}.mixer.output"]  # (B, T, H) after the mixer's residual
+    return model.layers[layer].ffn_norm(h).reshape(-1, h.shape[-1])  # (N, H)
+
+
+def router_gradient(block: MoEBlock, x: torch.Tensor, grad_output: torch.Tensor | None = None,
+                    seed: int = 0) -> dict:
+    """One backward pass through `block` from the loss L = sum(y * g) (so dL/dy = g; g seeded
+    N(0, 1) unless given) -> where the router's gradient comes from:
+
+        grad        (E, H) gate.weight.grad = logit_grad.T @ x
+        logit_grad  (N, E) dL/dlogits: token n reaches row e of the router only through this entry
+        contributes (N, E) bool, logit_grad != 0
+        rows        (E,) bool, the router rows that get any gradient
+        chosen      (N, E) bool, the pairs whose expert ran on the token (chosen, and kept)
+        routing     the block's Routing
+
+    With the sigmoid and Mixtral routers `contributes` is `chosen`: an expert no token chose gets
+    no gradient at all. A softmax over all E experts reaches every logit through its normaliser;
+    renormalised weights also reach a chosen expert whose pair a capacity limit dropped. The
+    block's gradients and requires_grad flags are left as they were found.
+    """
+    params = list(block.parameters())
+    saved = [(p.requires_grad, p.grad) for p in params]
+    try:
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
+                p.grad = None
+            y, routing = block(x)  # (N, H)
+            routing.logits.retain_grad()
+            if grad_output is None:
+                grad_output = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)).to(y)
+            (y * grad_output).sum().backward()  # dL/dy = g
+            grad, logit_grad = block.gate.weight.grad.detach().clone(), routing.logits.grad.detach().clone()
+    finally:
+        for p, (flag, g) in zip(params, saved):
+            p.grad = g
+            p.requires_grad_(flag)
+    chosen = (running_experts(routing)[:, :, None] == torch.arange(grad.shape[0])).any(1)  # (N, E)
+    return {"grad": grad, "logit_grad": logit_grad, "contributes": logit_grad != 0,
+            "rows": grad.abs().sum(-1) != 0, "chosen": chosen, "routing": routing}
+
+
+# ---------------------------------------------------------------------------- expert parallelism
+def expert_flops_per_token(hidden_size: int, intermediate_size: int) -> int:
+    """FLOPs of one SwiGLU expert on one token: three H x I matmuls, 2 FLOPs per multiply-add."""
+    return 2 * 3 * hidden_size * intermediate_size
+
+
+def expert_parallel_step(load: torch.Tensor, num_devices: int, seconds_per_token: float = 1.0,
+                         placement: torch.Tensor | None = None) -> dict:
+    """The expert compute of one step when the E experts live on D devices (expert parallelism).
+
+    load: (E,) or (L, E) tokens per expert (per MoE layer), e.g. routing.expert_load.
+    placement: (E,) the device of each expert; by default contiguous blocks, expert e on device
+    floor(e D / E). A model of compute only (all-to-all traffic and overlap are left out): each
+    device processes its tokens at `seconds_per_token`, the layers run one after another, and each
+    layer waits for its busiest device. For one layer, slowdown = 1 + MaxVio of the device load;
+    with one expert per device, 1 + MaxVio of the expert load: MaxVio in seconds.
+
+    -> {"device_load": (L, D), "seconds": the step, "ideal_seconds": with every device equally
+        loaded, "slowdown": seconds / ideal_seconds}
+    """
+    load = load.float()
+    load = load[None] if load.dim() == 1 else load  # (L, E)
+    E = load.shape[-1]
+    if placement is None:
+        placement = torch.arange(E) * max(num_devices, 1) // E  # (E,)
+    placement = torch.as_tensor(placement, dtype=torch.long)
+    if load.dim() != 2 or num_devices < 1 or placement.shape != (E,) or not (0 <= placement).all() \
+            or not (placement < num_devices).all() or load.sum() <= 0 or (load < 0).any():
+        raise ValueError(f"expert_parallel_step: expected a non-empty (E,) or (L, E) load, num_devices >= 1 and "
+                         f"a placement of the E = {E} experts on devices 0..{num_devices - 1}, found load shape "
+                         f"{tuple(load.shape)}, num_devices={num_devices}, placement {placement.tolist()}")
+    device_load = torch.zeros(load.shape[0], num_devices).index_add_(1, placement, load)  # (L, D) tokens per device
+    seconds = float(device_load.max(-1).values.sum()) * seconds_per_token  # sum_l max_d
+    ideal = float(device_load.mean(-1).sum()) * seconds_per_token  # sum_l mean_d
+    return {"device_load": device_load, "seconds": seconds, "ideal_seconds": ideal, "slowdown": seconds / ideal}
+
+
+# ---------------------------------------------------------------------------- MoE inference
+def weight_bytes_per_step(config: LFM2Config, experts_per_layer: float | list[float],
+                          bytes_per_param: float = 2.0) -> float:
+    """Bytes of weights one forward step reads when each MoE layer touches `experts_per_layer`
+    experts (one number for every MoE layer, or one per MoE layer): every weight outside the
+    experts, plus 3 H I per touched expert. At batch 1 a layer touches k experts, which gives
+    count_parameters(config).active; touching all E gives .total. An untied input embedding is
+    left out (a step reads one row per token of it); the KV cache and activations are not weights.
+    """
+    moe, E = config.moe_layers, config.num_experts
+    touched = [float(experts_per_layer)] * len(moe) if isinstance(experts_per_layer, (int, float)) \
+        else [float(t) for t in experts_per_layer]
+    if len(touched) != len(moe) or any(not 0 <= t <= E for t in touched):
+        raise ValueError(f"weight_bytes_per_step: expected one number in [0, {E}] or one per MoE layer "
+                         f"({len(moe)}), found {experts_per_layer}")
+    counts = count_parameters(config)
+    other = counts.total - counts.by_group["experts"][0]  # embedding/head, norms, mixers, dense MLPs, routers
+    if not config.tie_word_embeddings:
+        other -= config.vocab_size * config.hidden_size  # the untied input embedding: a lookup, not a matmul
+    per_expert = 3 * config.hidden_size * config.moe_intermediate_size
+    return (other + sum(touched) * per_expert) * bytes_per_param
+
+
+def uniform_experts_touched(num_experts: int, k: int, batch_size: int) -> float:
+    """Expected number of distinct experts B tokens touch when each picks k of E uniformly:
+    E (1 - (1 - k/E)^B), since one token misses a given expert with probability C(E-1, k)/C(E, k) = 1 - k/E."""
+    if not 1 <= k <= num_experts or batch_size < 0:
+        raise ValueError(f"uniform_experts_touched: expected 1 <= k <= num_experts and batch_size >= 0, "
+                         f"found k={k}, num_experts={num_experts}, batch_size={batch_size}")
+    return num_experts * (1 - (1 - k / num_experts) ** batch_size)
+
+
+def experts_touched(selected: torch.Tensor, num_experts: int, batch_sizes: list[int], trials: int = 10,
+                    seed: int = 0) -> dict[int, float]:
+    """The union of experts a batch touches, measured on a routing table: (..., k) experts chosen
+    for N tokens at one layer -> {B: mean number of distinct experts among B tokens}.
+
+    A decode batch holds B different sequences, so its tokens are drawn at random from the table,
+    not as neighbours of one text, which share experts more often than chance (Mixtral, Jiang et
+    al. 2024, sec. 5; routing.consecutive_share measures it): `trials` random permutations,
+    each cut into N // B disjoint batches. Seeded: the same table gives the same numbers.
+    """
+    sel = selected.reshape(-1, selected.shape[-1]).long()  # (N, k)
+    N, k = sel.shape
+    if any(not 1 <= b <= N for b in batch_sizes) or trials < 1:
+        raise ValueError(f"experts_touched: expected batch sizes in 1..{N} (the tokens of the table) and "
+                         f"trials >= 1, found {list(batch_sizes)} and trials={trials}")
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for b in batch_sizes:
+        sizes = []
+        for _ in range(trials):
+            order = torch.randperm(N, generator=generator)[: N // b * b]  # (G*b,)
+            batches = sel[order].view(-1, b * k)  # (G, b*k) the experts of each batch's tokens
+            hit = torch.zeros(batches.shape[0], num_experts).scatter_(1, batches, 1.0)  # (G, E)
+            sizes.append(hit.sum(-1))  # (G,) distinct experts per batch
+        out[b] = float(torch.cat(sizes).mean())
+    return out

@@ -1,16 +1,20 @@
 """The routers and blocks LFM2-MoE is compared with (lfm2_edu.variants), on inputs whose answers
-are worked out by hand."""
+are worked out by hand, and the arithmetic built on them: capacity, router gradients, expert
+parallelism, bytes read per decoded token, the experts a batch touches."""
 
+import itertools
 import math
 
 import pytest
 import torch
 
+from lfm2_edu import Capture, LFM2Config, count_parameters
 from lfm2_edu.mlp import SwiGLU
 from lfm2_edu.moe import SparseMoE
-from lfm2_edu.routing import expert_load
+from lfm2_edu.routing import expert_load, max_violation
 from lfm2_edu import variants as V
 from reference import tiny_config
+from test_cache import random_model
 
 # Four tokens, four experts. Each row is a permutation of (4, 3, 0, 0), so every token's softmax
 # over all experts is (e^4, e^3, 1, 1) / Z in some order, and its top-2 logits differ by 1.
@@ -168,6 +172,20 @@ def test_block_from_sparse_moe_gives_the_layer_output_exactly():
     assert block.gate is moe.gate and block.experts is moe.experts  # the weights are shared, not copied
 
 
+def test_moe_input_is_what_the_model_routes():
+    model = random_model(tiny_config())  # layers 1-3 are MoE
+    ids = torch.tensor([[5, 9, 14, 3, 77, 21], [8, 8, 40, 2, 61, 11]])
+    cap = Capture("layers.2.ffn.output", "layers.2.moe.selected")
+    model(ids, capture=cap)
+    x = V.moe_input(model, ids, 2)
+    assert x.shape == (12, 32)
+    y, routing = V.MoEBlock.from_sparse_moe(model.layers[2].feed_forward)(x)
+    assert torch.allclose(y, cap["layers.2.ffn.output"].reshape(12, 32), atol=1e-6)
+    assert torch.equal(routing.selected, cap["layers.2.moe.selected"].reshape(12, 2))
+    with pytest.raises(ValueError, match=r"MoE layers \[1, 2, 3\], found 0"):
+        V.moe_input(model, ids, 0)
+
+
 def block_output_by_hand(block, x, routing):
     """sum over kept (token, slot) pairs of w * expert(x), plus the shared experts."""
     out = torch.zeros_like(x)
@@ -269,3 +287,139 @@ def test_fine_grained_rejects_what_it_cannot_split():
         V.fine_grained(V.ExpertLayout(32, 4, 1792), 2, shared_experts=8)
     with pytest.raises(ValueError, match="1 <= top_k <= num_experts.*num_experts=4, top_k=5"):
         V.ExpertLayout(4, 5, 64)
+
+
+# --------------------------------------------------------------------------- router gradients
+def gradient_case(router):
+    """8 experts, top-2, 3 tokens: at most 6 experts chosen, so at least 2 that no token chose."""
+    torch.manual_seed(0)
+    block = V.MoEBlock.new(8, 12, 8, router).requires_grad_(False)
+    return block, torch.randn(3, 8)
+
+
+@pytest.mark.parametrize("router", [V.SigmoidTopK(2, torch.zeros(8)), V.TopKSoftmax(2),
+                                    V.CapacityLimit(V.SigmoidTopK(2, normalize=False), 0.5)],
+                         ids=["lfm2-sigmoid", "mixtral", "sigmoid-capacity"])
+def test_router_gets_no_gradient_for_experts_no_token_chose(router):
+    block, x = gradient_case(router)
+    g = V.router_gradient(block, x)
+    chosen_experts = g["chosen"].any(0)  # (E,)
+    assert (~chosen_experts).sum() >= 2
+    assert (g["grad"][~chosen_experts] == 0).all()  # exactly: those logits are not in the graph
+    assert g["rows"].tolist() == chosen_experts.tolist()
+    assert torch.equal(g["contributes"], g["chosen"])  # token n reaches row e only if n's pair (n, e) ran
+    assert torch.allclose(g["grad"], g["logit_grad"].T @ x, atol=1e-6)  # dL/dW = (dL/dlogits)^T x
+    if isinstance(router, V.CapacityLimit):
+        dropped = g["routing"].dropped
+        assert len(dropped) > 0
+        experts = g["routing"].selected[dropped[:, 0], dropped[:, 1]]
+        assert (g["logit_grad"][dropped[:, 0], experts] == 0).all()
+    assert not any(p.requires_grad for p in block.parameters())  # left as found
+    assert all(p.grad is None for p in block.parameters())
+
+
+def test_softmax_over_all_experts_gives_every_router_row_a_gradient():
+    block, x = gradient_case(V.SoftmaxTopK(2))
+    g = V.router_gradient(block, x)
+    assert (~g["chosen"].any(0)).sum() >= 2
+    assert g["rows"].all() and g["contributes"].all()  # through the softmax's normaliser
+
+
+def test_renormalised_top1_leaves_the_router_without_a_gradient():
+    """w = p / p = 1 whatever the router says: the experts learn, the router does not."""
+    block, x = gradient_case(V.SoftmaxTopK(1, normalize=True))
+    assert V.router_gradient(block, x)["grad"].abs().max() < 1e-6
+    block, x = gradient_case(V.SoftmaxTopK(1))  # Switch's unnormalised p_i(x)
+    assert V.router_gradient(block, x)["grad"].abs().max() > 1e-3
+
+
+def test_router_gradient_with_a_given_output_gradient():
+    block, x = gradient_case(V.TopKSoftmax(2))
+    g1 = V.router_gradient(block, x, grad_output=torch.ones(3, 8))
+    g2 = V.router_gradient(block, x, grad_output=2 * torch.ones(3, 8))
+    assert torch.allclose(2 * g1["grad"], g2["grad"], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- expert parallelism
+def test_placement_decides_whether_imbalance_costs_time():
+    load = torch.tensor([8, 0, 4, 4])  # mean 4, MaxVio 1
+    two = V.expert_parallel_step(load, 2)  # devices {0, 1} and {2, 3} carry 8 each
+    assert two["device_load"].tolist() == [[8.0, 8.0]] and two["slowdown"] == 1.0
+    four = V.expert_parallel_step(load, 4, seconds_per_token=0.5)
+    assert (four["seconds"], four["ideal_seconds"], four["slowdown"]) == (4.0, 2.0, 2.0)
+    mixed = V.expert_parallel_step(load, 2, placement=torch.tensor([0, 1, 1, 0]))  # 8 + 4 and 4
+    assert mixed["device_load"].tolist() == [[12.0, 4.0]] and mixed["slowdown"] == 1.5
+
+
+def test_one_expert_per_device_turns_maxvio_into_time():
+    load = torch.randint(1, 100, (16,), generator=torch.Generator().manual_seed(0))
+    step = V.expert_parallel_step(load, 16, seconds_per_token=1e-6)
+    assert step["slowdown"] - 1 == pytest.approx(max_violation(load))
+    assert step["seconds"] == pytest.approx(float(load.max()) * 1e-6)
+
+
+def test_layers_each_wait_for_their_own_busiest_device():
+    load = torch.tensor([[4, 0], [0, 4]])  # balanced over the two layers together, not within one
+    step = V.expert_parallel_step(load, 2)
+    assert (step["seconds"], step["ideal_seconds"]) == (8.0, 4.0)
+
+
+def test_expert_parallel_rejects_a_bad_placement():
+    with pytest.raises(ValueError, match=r"placement of the E = 4 experts on devices 0..1, .*\[0, 1, 2, 0\]"):
+        V.expert_parallel_step(torch.tensor([1, 1, 1, 1]), 2, placement=torch.tensor([0, 1, 2, 0]))
+
+
+def test_expert_flops_per_token():
+    assert V.expert_flops_per_token(2048, 1792) == 2 * 3 * 2048 * 1792
+
+
+# ------------------------------------------------------------------------------------ inference
+def test_batch1_decode_reads_the_active_weights_of_lfm2_8b_a1b():
+    cfg = LFM2Config()  # LFM2-8B-A1B: 32 experts, top-4, 22 MoE layers
+    assert len(cfg.moe_layers) == 22
+    counts = count_parameters(cfg)
+    assert V.weight_bytes_per_step(cfg, 4) == 2 * counts.active
+    assert 3.0e9 < V.weight_bytes_per_step(cfg, 4) < 3.2e9  # "about 3.1 GB of bf16 weights per token"
+    assert V.weight_bytes_per_step(cfg, 32) == 2 * counts.total
+    assert V.weight_bytes_per_step(cfg, [4.0] * 22) == V.weight_bytes_per_step(cfg, 4)
+    assert V.weight_bytes_per_step(cfg, 4, bytes_per_param=1) == counts.active
+    one = V.weight_bytes_per_step(cfg, [4] * 21 + [5]) - V.weight_bytes_per_step(cfg, 4)
+    assert one == 2 * 3 * 2048 * 1792  # one more expert in one layer
+
+
+def test_untied_input_embedding_is_a_lookup_not_read_whole():
+    tied, untied = tiny_config(), tiny_config(tie_word_embeddings=False)
+    assert V.weight_bytes_per_step(untied, 2) == V.weight_bytes_per_step(tied, 2)  # the head is read either way
+
+
+def test_weight_bytes_rejects_bad_expert_counts():
+    with pytest.raises(ValueError, match=r"one number in \[0, 32\] or one per MoE layer \(22\)"):
+        V.weight_bytes_per_step(LFM2Config(), [4] * 21)
+    with pytest.raises(ValueError, match=r"\[0, 32\]"):
+        V.weight_bytes_per_step(LFM2Config(), 33)
+
+
+@pytest.mark.parametrize("E,k", [(4, 1), (5, 2), (6, 3)])
+def test_uniform_experts_touched_equals_enumeration(E, k):
+    subsets = list(itertools.combinations(range(E), k))
+    for B in (1, 2, 3):
+        union = [len(set().union(*batch)) for batch in itertools.product(subsets, repeat=B)]
+        assert V.uniform_experts_touched(E, k, B) == pytest.approx(sum(union) / len(union))
+    assert V.uniform_experts_touched(E, k, 0) == 0
+
+
+def test_experts_touched_on_known_tables():
+    same = torch.tensor([[0, 3]] * 12)  # every token picks experts 0 and 3
+    assert V.experts_touched(same, 8, [1, 4, 12]) == {1: 2.0, 4: 2.0, 12: 2.0}
+    table = torch.tensor([[0, 1], [2, 3], [0, 2], [1, 5]])
+    assert V.experts_touched(table, 8, [1, 4]) == {1: 2.0, 4: 5.0}  # one token: k; all of them: 5 used
+    with pytest.raises(ValueError, match=r"batch sizes in 1..4.*\[5\]"):
+        V.experts_touched(table, 8, [5])
+
+
+def test_experts_touched_by_a_uniform_router_matches_the_expectation():
+    g = torch.Generator().manual_seed(0)
+    table = torch.rand(8192, 32, generator=g).topk(4, dim=-1).indices  # uniform top-4 of 32
+    measured = V.experts_touched(table, 32, [1, 2, 8, 32], trials=4)
+    for B, value in measured.items():
+        assert value == pytest.approx(V.uniform_experts_touched(32, 4, B), abs=0.1), B
