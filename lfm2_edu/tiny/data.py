@@ -22,16 +22,18 @@ def token_stream(tokenizer: Tokenizer, documents: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def domain_batches(streams: dict[str, torch.Tensor], batch_size: int, seq_len: int,
+def domain_batches(streams: dict[str, torch.Tensor], rows_per_domain: dict[str, int] | int, seq_len: int,
                    seed: int) -> Iterator[torch.Tensor]:
-    """Forever: (B, T+1) windows, [bos] + T tokens, the same number from every domain."""
+    """Forever: (B, T+1) windows, [bos] + T tokens, rows_per_domain[d] of them from domain d
+    (a number B instead: B // 4 from every domain)."""
+    if isinstance(rows_per_domain, int):
+        rows_per_domain = dict.fromkeys(DOMAINS, rows_per_domain // len(DOMAINS))
     generator = torch.Generator().manual_seed(seed)
-    per_domain = batch_size // len(streams)
     while True:
         rows = []
         for domain in DOMAINS:
             stream = streams[domain]
-            starts = torch.randint(0, len(stream) - seq_len, (per_domain,), generator=generator)
+            starts = torch.randint(0, len(stream) - seq_len, (rows_per_domain[domain],), generator=generator)
             for s in starts.tolist():
                 rows.append(torch.cat([torch.tensor([BOS]), stream[s:s + seq_len]]))  # (T+1,)
         yield torch.stack(rows)  # (B, T+1)
