@@ -38,8 +38,16 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FUSED = re.compile(r"^(layers\.\d+\.feed_forward\.experts)\.(gate_up_proj|down_proj)$")
 
 
-# The small trained LFM2-MoE that ships inside the package, loadable by name with no download.
+# The small trained models that ship inside the package, loadable by name with no download: one
+# recipe, four runs. The default balances its experts with the expert bias, as LFM2-MoE's
+# checkpoints do; the others are its controls (see the model card, make small-model).
 SHIPPED_MODEL = "tiny-lfm2-moe"
+SHIPPED_MODELS = {
+    SHIPPED_MODEL: "LFM2-MoE, experts balanced by the expert bias (the default)",
+    "tiny-lfm2-moe-aux": "the same, balanced by an auxiliary load-balancing loss instead",
+    "tiny-lfm2-moe-none": "the same, with no load balancing",
+    "tiny-lfm2-dense": "a dense LFM2 with as many active parameters per token",
+}
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 
 
@@ -51,11 +59,11 @@ class CheckpointError(ValueError):
 def resolve_checkpoint(source: str | os.PathLike) -> Path:
     """The folder of a checkpoint: a local folder as is; the shipped model by its name; a hub repo
     id ("owner/name") downloaded (or found in the hub cache)."""
-    if str(source) == SHIPPED_MODEL:
-        folder = SHIPPED_DIR / SHIPPED_MODEL
+    if str(source) in SHIPPED_MODELS:
+        folder = SHIPPED_DIR / str(source)
         if not (folder / "config.json").is_file():
-            raise CheckpointError(f"checkpoint: expected the shipped model '{SHIPPED_MODEL}' in {folder}, "
-                                  f"found it missing; rebuild it with `make small-model`")
+            raise CheckpointError(f"checkpoint: expected the shipped model '{source}' in the package, "
+                                  f"found it missing; rebuild the shipped models with `make small-model`")
         return folder
     path = Path(source).expanduser()
     if path.is_dir():
@@ -306,4 +314,4 @@ def plan_shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[list[s
     return shards
 
 
-__all__ = ["SHIPPED_MODEL", "CheckpointError", "ConfigError", "load_model", "resolve_checkpoint", "save_model"]
+__all__ = ["SHIPPED_MODEL", "SHIPPED_MODELS", "CheckpointError", "ConfigError", "load_model", "resolve_checkpoint", "save_model"]

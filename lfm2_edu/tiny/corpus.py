@@ -4,7 +4,8 @@
               reference topics of `pydoc_data`) and the docstrings of the standard library.
 - code:       Python source of the standard library, docstrings removed (they are prose).
 - arithmetic: generated sums, differences and products, some as chat turns (so the model
-              can answer "What is 12 + 7?" in the chat format).
+              can answer "What is 12 + 7?" in the chat format); a share of the small sums and
+              differences is held out of every document (arithmetic.py).
 - data:       generated JSON records.
 Documents are split into train and validation by a hash of their name, so the split does not
 depend on the order files are found in. The two texts from Python depend on its version
@@ -21,6 +22,8 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .arithmetic import chat_turn, equation, sample_problem
 
 DOMAINS = ("prose", "code", "arithmetic", "data")
 VALIDATION_SHARE = 0.05
@@ -91,23 +94,15 @@ def python_texts(max_code_chars: int) -> tuple[list[tuple[str, str]], list[tuple
 
 
 def arithmetic_docs(n_docs: int, rng: random.Random) -> list[tuple[str, str]]:
+    """Sums, differences and products (arithmetic.sample_problem: never a held-out one): two thirds
+    of the documents a chat of 2-5 questions and answers, the rest lines of equations."""
     docs = []
     for i in range(n_docs):
-        lines, chat = [], i % 3 == 0  # a third of the documents are chat turns
-        for _ in range(rng.randint(8, 24) if not chat else 1):
-            op = rng.choice("+-*")
-            if op == "*":
-                a, b = rng.randint(0, 99), rng.randint(0, 12)
-            else:
-                a, b = rng.randint(0, 999), rng.randint(0, 999)
-            result = a + b if op == "+" else a - b if op == "-" else a * b
-            lines.append((f"{a} {op} {b}", f"{a} {op} {b} = {result}"))
-        if chat:
-            question, answer = lines[0]
-            docs.append((f"arith:{i}", f"<|im_start|>user\nWhat is {question}?<|im_end|>\n"
-                                       f"<|im_start|>assistant\n{answer}<|im_end|>"))
+        if i % 3 != 2:
+            turns = [chat_turn(*sample_problem(rng)) for _ in range(rng.randint(2, 5))]
+            docs.append((f"arith:{i}", "\n".join(turns)))
         else:
-            docs.append((f"arith:{i}", "\n".join(full for _, full in lines)))
+            docs.append((f"arith:{i}", "\n".join(equation(*sample_problem(rng)) for _ in range(rng.randint(8, 24)))))
     return docs
 
 
