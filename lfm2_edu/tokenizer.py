@@ -86,8 +86,8 @@ class Tokenizer:
         self.name = name
         for role, token in self.special_tokens.items():
             if backend.token_to_id(token) is None:
-                raise TokenizerError(f"{name}: expected every special token to have an id in the vocabulary of "
-                                     f"tokenizer.json, found {role} {_shown(token)} not in it")
+                raise TokenizerError(f"{name}: expected every special token to have an id, found {role} "
+                                     f"{_shown(token)} not in the vocabulary of tokenizer.json")
         # Special tokens are matched whole in text and dropped by skip_special_tokens (as transformers does).
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         missing = [t for t in self.special_tokens.values() if t not in added]
