@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, load_model, resolve_checkpoint
+from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, load_model, read_index, resolve_checkpoint
 from .config import LFM2Config
 from .generate import RECOMMENDED, stream
 from .params import count_parameters
@@ -198,9 +198,12 @@ def cmd_info(args) -> int:
     rows += [("vocab", f"{cfg.vocab_size}, {'tied' if cfg.tie_word_embeddings else 'untied'} embedding and head"),
              ("positions", f"up to {cfg.max_position_embeddings}, RoPE theta {cfg.rope_theta:g}"),
              ("special ids", f"bos {cfg.bos_token_id}, eos {cfg.eos_token_id}, pad {cfg.pad_token_id}")]
-    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-    if not weights and (folder / INDEX_FILE).is_file():  # a hub repo whose weights were not fetched
-        weights = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8")).get("metadata", {}).get("total_size", 0)
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors") if p.is_file())
+    index = read_index(folder)  # checked as load_model checks it
+    if not weights and index is not None:  # a hub repo whose weights were not fetched
+        metadata = index.get("metadata")
+        total = metadata.get("total_size") if isinstance(metadata, dict) else None
+        weights = total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else 0
     rows.append(("weights", f"{_size(weights)} of safetensors" if weights else "none found"))
     if (folder / "tokenizer.json").is_file():
         tok = load_tokenizer(folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,74 @@ LAYER_TYPES = ("conv", "full_attention")
 # LFM2-8B-A1B: 24 layers, attention at 2, 6, 10, 14, 18 and 21, short convolutions elsewhere.
 LFM2_8B_A1B_LAYER_TYPES = tuple("full_attention" if i in (2, 6, 10, 14, 18, 21) else "conv" for i in range(24))
 
+# Upper bounds on the sizes a config may ask for: far above any published model (LFM2-24B-A2B has
+# 40 layers and 64 experts; the largest open models about 128 layers, 384 experts, a 262k vocabulary
+# and hidden size 16384), low enough that a config.json alone cannot make anything that reads it
+# (layer lists, parameter counts, `lfm2-edu info`) loop or allocate without end. A checkpoint's own
+# tensors are compared with the config before a model is built (checkpoint.py).
+MAX_SIZES = {
+    "vocab_size": 2**21, "hidden_size": 2**16, "num_hidden_layers": 1024, "num_attention_heads": 2**16,
+    "num_key_value_heads": 2**16, "intermediate_size": 2**20, "moe_intermediate_size": 2**20,
+    "num_experts": 4096, "num_experts_per_tok": 4096, "conv_L_cache": 1024, "max_position_embeddings": 2**31,
+}
+MAX_JSON_BYTES = 64 * 2**20  # config.json and the shard index: kilobytes to a few megabytes in real checkpoints
+
 
 class ConfigError(ValueError):
     """A config.json that does not describe a model lfm2_edu can build."""
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr, cut short: a hostile value may be a list of a million entries."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (more than 4300 digits)
+        return f"an integer of {value.bit_length():,} bits"
+    if len(text) <= limit:
+        return text
+    size = f" of length {len(value)}" if isinstance(value, (list, dict, str)) else ""
+    return f"{text[:limit]}... (a {type(value).__name__}{size})"
+
+
 def _fail(field_name: str, found: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config field '{field_name}': expected {expected}, found {found!r}")
+    return ConfigError(f"config field '{field_name}': expected {expected}, found {_shown(found)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a 1
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (JSON as Python reads it also allows NaN and Infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_size(name: str, value: Any) -> None:
+    if not _is_int(value) or not 1 <= value <= MAX_SIZES[name]:
+        raise _fail(name, value, f"a positive integer of at most {MAX_SIZES[name]:,}")
+
+
+def read_json(path: str | Path, error: type[ValueError] = ConfigError, what: str = "config") -> Any:
+    """A JSON file of a checkpoint, read defensively: whatever is wrong with it becomes `error`,
+    with a message that says what was expected and what was found."""
+    path = Path(path)
+    if not path.is_file():
+        found = "something that is not a regular file" if path.exists() else "no such file"
+        raise error(f"{what}: expected a {path.name} at {path}, found {found}")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise error(f"{what}: expected at most {MAX_JSON_BYTES:,} bytes of JSON in {path}, found {size:,}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{what}: expected UTF-8 text in {path}, found invalid bytes ({err})") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{what}: expected valid JSON in {path}, found a syntax error: {err}") from None
+    except RecursionError:
+        raise error(f"{what}: expected valid JSON in {path}, found arrays or objects nested too deeply "
+                    f"to read") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise error(f"{what}: expected valid JSON in {path}, found {err}") from None
 
 
 @dataclass
@@ -106,17 +168,11 @@ class LFM2Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise ConfigError naming the first field that cannot describe a working model."""
-
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _fail(name, value, "a positive integer")
-
         if self.model_type not in MODEL_TYPES:
             raise _fail("model_type", self.model_type, f"one of {list(MODEL_TYPES)}")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "intermediate_size", "conv_L_cache", "max_position_embeddings"):
-            positive_int(name)
+            _check_size(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise _fail("num_attention_heads", self.num_attention_heads,
                         f"a divisor of hidden_size={self.hidden_size}")
@@ -130,31 +186,33 @@ class LFM2Config:
             raise _fail("layer_types", self.layer_types,
                         f"a list of num_hidden_layers={self.num_hidden_layers} entries")
         for i, kind in enumerate(self.layer_types):
-            if kind not in LAYER_TYPES:
+            if not isinstance(kind, str) or kind not in LAYER_TYPES:
                 raise _fail(f"layer_types[{i}]", kind, f"one of {list(LAYER_TYPES)}")
-        if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
+        if not _is_number(self.norm_eps) or not self.norm_eps > 0:
             raise _fail("norm_eps", self.norm_eps, "a positive number")
-        if not isinstance(self.rope_theta, (int, float)) or not self.rope_theta > 1:
-            raise _fail("rope_theta", self.rope_theta, "a number greater than 1")
+        if not _is_number(self.rope_theta) or not self.rope_theta > 1:
+            raise _fail("rope_theta", self.rope_theta, "a finite number greater than 1")
+        for name in ("use_expert_bias", "norm_topk_prob", "conv_bias", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):  # the string "false" would read as True
+                raise _fail(name, getattr(self, name), "true or false")
         if self.is_moe:
             for name in ("num_experts", "num_experts_per_tok", "moe_intermediate_size"):
-                positive_int(name)
+                _check_size(name, getattr(self, name))
             if self.num_experts_per_tok > self.num_experts:
                 raise _fail("num_experts_per_tok", self.num_experts_per_tok,
                             f"at most num_experts={self.num_experts}")
-            if (isinstance(self.num_dense_layers, bool) or not isinstance(self.num_dense_layers, int)
-                    or not 0 <= self.num_dense_layers <= self.num_hidden_layers):
+            if not _is_int(self.num_dense_layers) or not 0 <= self.num_dense_layers <= self.num_hidden_layers:
                 raise _fail("num_dense_layers", self.num_dense_layers,
                             f"an integer from 0 to num_hidden_layers={self.num_hidden_layers}")
-            if not isinstance(self.routed_scaling_factor, (int, float)) or not self.routed_scaling_factor > 0:
+            if not _is_number(self.routed_scaling_factor) or not self.routed_scaling_factor > 0:
                 raise _fail("routed_scaling_factor", self.routed_scaling_factor, "a positive number")
         for name in ("bos_token_id", "pad_token_id"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+            if value is not None and not (_is_int(value) and 0 <= value < self.vocab_size):
                 raise _fail(name, value, f"a token id in [0, vocab_size={self.vocab_size}) or null")
         eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         for value in eos:
-            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+            if value is not None and not (_is_int(value) and 0 <= value < self.vocab_size):
                 raise _fail("eos_token_id", self.eos_token_id,
                             f"token ids in [0, vocab_size={self.vocab_size}) or null")
 
@@ -176,6 +234,7 @@ class LFM2Config:
             return d[name]
 
         num_layers = need("num_hidden_layers")
+        _check_size("num_hidden_layers", num_layers)  # before any per-layer list is built from it
         hidden = need("hidden_size")
 
         # RoPE base: transformers 5 nests it in rope_parameters; older configs say rope_theta.
@@ -195,27 +254,36 @@ class LFM2Config:
                                   "per layer (required for lfm2_moe), found it missing")
             attn = d.get("full_attn_idxs")
             if attn is None:
-                attn = list(range(num_layers)) if isinstance(num_layers, int) else []
+                attn = list(range(num_layers))
             if not isinstance(attn, list):
                 raise _fail("full_attn_idxs", attn, "a list of layer indices")
-            if isinstance(num_layers, int):
-                for idx in attn:
-                    if not isinstance(idx, int) or not 0 <= idx < num_layers:
-                        raise _fail("full_attn_idxs", attn,
-                                    f"layer indices in [0, num_hidden_layers={num_layers})")
-            layer_types = ["full_attention" if i in attn else "conv"
-                           for i in range(num_layers if isinstance(num_layers, int) else 0)]
+            for idx in attn:
+                if not _is_int(idx) or not 0 <= idx < num_layers:
+                    raise _fail("full_attn_idxs", attn, f"layer indices in [0, num_hidden_layers={num_layers})")
+            attn = set(attn)
+            layer_types = ["full_attention" if i in attn else "conv" for i in range(num_layers)]
 
         tie = d.get("tie_word_embeddings", d.get("tie_embedding", True))
 
         if model_type == "lfm2":
-            ff = d.get("block_ff_dim", d.get("intermediate_size", 12288))
-            if d.get("block_auto_adjust_ff_dim", True) and isinstance(ff, int):
+            ff_key = "block_ff_dim" if "block_ff_dim" in d else "intermediate_size"
+            ff = d.get(ff_key, 12288)
+            auto = d.get("block_auto_adjust_ff_dim", True)
+            if not isinstance(auto, bool):
+                raise _fail("block_auto_adjust_ff_dim", auto, "true or false")
+            if auto:
                 # Llama's rule: 2/3 of the nominal width, times a multiplier, rounded up.
+                # Operands are checked first: a string times an int is a (huge) string.
+                if not _is_int(ff) or not 1 <= ff <= MAX_SIZES["intermediate_size"]:
+                    raise _fail(ff_key, ff, f"a positive integer of at most {MAX_SIZES['intermediate_size']:,}")
                 ff = int(2 * ff / 3)
                 mult = d.get("block_ffn_dim_multiplier", 1.0)
                 if mult is not None:
-                    multiple = d.get("block_multiple_of", 256)
+                    multiple, most = d.get("block_multiple_of", 256), MAX_SIZES["intermediate_size"]
+                    if not _is_number(mult) or not 0 < mult <= most:  # bounded: mult * ff stays finite
+                        raise _fail("block_ffn_dim_multiplier", mult, f"a positive number of at most {most:,} or null")
+                    if not _is_int(multiple) or not 0 < multiple <= most:
+                        raise _fail("block_multiple_of", multiple, f"a positive integer of at most {most:,}")
                     ff = int(mult * ff)
                     ff = multiple * ((ff + multiple - 1) // multiple)
             moe = dict(num_dense_layers=num_layers, num_experts=0, num_experts_per_tok=0,
@@ -227,7 +295,7 @@ class LFM2Config:
                 num_experts=need("num_experts"),
                 num_experts_per_tok=need("num_experts_per_tok"),
                 moe_intermediate_size=need("moe_intermediate_size"),
-                use_expert_bias=bool(d.get("use_expert_bias", True)),
+                use_expert_bias=d.get("use_expert_bias", True),
             )
         return cls(
             model_type=model_type,
@@ -238,14 +306,14 @@ class LFM2Config:
             num_key_value_heads=d.get("num_key_value_heads", d.get("num_attention_heads")),
             layer_types=list(layer_types) if isinstance(layer_types, (list, tuple)) else layer_types,
             intermediate_size=ff,
-            norm_topk_prob=bool(d.get("norm_topk_prob", True)),
+            norm_topk_prob=d.get("norm_topk_prob", True),
             routed_scaling_factor=d.get("routed_scaling_factor", 1.0),
             norm_eps=d.get("norm_eps", 1e-5),
             conv_L_cache=d.get("conv_L_cache", 3),
-            conv_bias=bool(d.get("conv_bias", False)),
+            conv_bias=d.get("conv_bias", False),
             rope_theta=rope_theta,
             max_position_embeddings=d.get("max_position_embeddings", 128_000),
-            tie_word_embeddings=bool(tie),
+            tie_word_embeddings=tie,
             bos_token_id=d.get("bos_token_id", 1),
             eos_token_id=d.get("eos_token_id", 7),
             pad_token_id=d.get("pad_token_id", 0),
@@ -254,14 +322,7 @@ class LFM2Config:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "LFM2Config":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config: expected a config.json at {path}, found no such file") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config: expected valid JSON in {path}, found a syntax error: {err}") from None
-        return cls.from_hub_dict(raw)
+        return cls.from_hub_dict(read_json(path, ConfigError, "config"))
 
     def to_hub_dict(self) -> dict:
         """The config.json that transformers (and from_hub_dict) read back to this exact model."""

@@ -13,6 +13,10 @@ say around it, the way transformers reads them:
 
 A chat is rendered by the template to one string (`<|startoftext|><|im_start|>user\\n...`) that
 already holds bos, so it is encoded with add_special_tokens=False: bos once, not twice.
+
+Errors: TokenizerError for files that are missing, unreadable or inconsistent, and for a template
+that fails on a chat; a template's own refusals (its raise_exception, the sandbox) stay jinja2
+TemplateErrors, as in transformers, with a message that says they came from the template.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
 from .checkpoint import resolve_checkpoint
+from .config import _shown, read_json
 
 # The named special tokens transformers knows; a chat template sees each as a variable.
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -80,8 +86,8 @@ class Tokenizer:
         self.name = name
         for role, token in self.special_tokens.items():
             if backend.token_to_id(token) is None:
-                raise TokenizerError(f"{name}: {role} {token!r} is not in the vocabulary of tokenizer.json; "
-                                     f"expected every special token to have an id")
+                raise TokenizerError(f"{name}: expected every special token to have an id, found {role} "
+                                     f"{_shown(token)} not in the vocabulary of tokenizer.json")
         # Special tokens are matched whole in text and dropped by skip_special_tokens (as transformers does).
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         missing = [t for t in self.special_tokens.values() if t not in added]
@@ -177,8 +183,24 @@ class Tokenizer:
             if not isinstance(tool, dict):
                 raise TokenizerError(f"chat: expected tools as JSON-schema dicts, found {type(tool).__name__}")
         variables = {**self.special_tokens, **kwargs}  # kwargs win, as in transformers
-        return _compile(template).render(messages=chat, tools=tools, documents=documents,
-                                         add_generation_prompt=add_generation_prompt, **variables)
+        compiled = _compile(template)
+        try:
+            return compiled.render(messages=chat, tools=tools, documents=documents,
+                                   add_generation_prompt=add_generation_prompt, **variables)
+        except jinja2.exceptions.TemplateError as err:
+            # The template's own raise_exception, the sandbox refusing, an undefined name: the same
+            # jinja2 error, its message saying where it came from.
+            message = (f"chat template: expected it to render the chat, found it raising "
+                       f"{type(err).__name__}: {str(err)[:300]}")
+            try:
+                again = type(err)(message)
+            except TypeError:  # an error class that needs more than a message
+                again = TokenizerError(message)
+            raise again from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as err:
+            # A template is code from the checkpoint: whatever else it trips over is named here.
+            raise TokenizerError(f"chat template: expected it to render the chat, found it failing with "
+                                 f"{type(err).__name__}: {str(err)[:300]}") from None
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False,
                             **kwargs: Any) -> list[int]:
@@ -195,6 +217,8 @@ class Tokenizer:
                 return template["default"]
             raise TokenizerError(f"chat template: expected a 'default' among the named templates, "
                                  f"found {sorted(template)}")
+        if template and not isinstance(template, str):
+            raise TokenizerError(f"chat template: expected Jinja text, found {type(template).__name__}")
         if not template:
             raise TokenizerError(f"chat template: expected one in {self.name} (a 'chat_template' in "
                                  f"tokenizer_config.json or a chat_template.jinja file), found none. "
@@ -249,19 +273,32 @@ def _compile(template: str):
 
 # ------------------------------------------------------------------------------------- loading
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
+    """An optional JSON object beside tokenizer.json ({} when the file is absent)."""
+    if not (path.exists() or path.is_symlink()):
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TokenizerError(f"tokenizer: expected valid JSON in {path}, found a syntax error: {err}") from None
+    data = read_json(path, TokenizerError, "tokenizer")
+    if not isinstance(data, dict):
+        raise TokenizerError(f"tokenizer: expected a JSON object in {path}, found a {type(data).__name__}")
+    return data
 
 
 def _token_content(value) -> str | None:
     """A special token as written in the config: a string or an AddedToken dict {"content": ...}."""
     if isinstance(value, dict):
-        return value.get("content")
+        value = value.get("content")
     return value if isinstance(value, str) else None
+
+
+def _chat_template(config: dict, path: Path) -> str | dict[str, str] | None:
+    """tokenizer_config.json's chat_template: Jinja text, or named templates [{"name", "template"}]."""
+    template = config.get("chat_template")
+    if template is None or isinstance(template, str):
+        return template
+    if isinstance(template, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                                          and isinstance(t.get("template"), str) for t in template):
+        return {t["name"]: t["template"] for t in template}
+    raise TokenizerError(f"tokenizer: expected 'chat_template' in {path} to be Jinja text or a list of "
+                         f"{{\"name\": ..., \"template\": ...}}, found {_shown(template)}")
 
 
 def load_tokenizer(source: str | os.PathLike) -> Tokenizer:
@@ -274,7 +311,8 @@ def load_tokenizer(source: str | os.PathLike) -> Tokenizer:
     try:
         backend = Backend.from_file(str(path))
     except Exception as err:  # the Rust side raises a bare Exception
-        raise TokenizerError(f"tokenizer: could not read {path} ({err})") from None
+        raise TokenizerError(f"tokenizer: expected a tokenizer.json the tokenizers library reads, found "
+                             f"{path} unreadable ({str(err)[:300]})") from None
     config = _read_json(folder / "tokenizer_config.json")
     special_map = _read_json(folder / "special_tokens_map.json")
 
@@ -288,12 +326,13 @@ def load_tokenizer(source: str | os.PathLike) -> Tokenizer:
             special[role] = token
 
     # A chat_template.jinja file wins over the template in tokenizer_config.json.
-    chat_template = config.get("chat_template")
-    if isinstance(chat_template, list):  # several named templates: [{"name": ..., "template": ...}]
-        chat_template = {t["name"]: t["template"] for t in chat_template}
+    chat_template = _chat_template(config, folder / "tokenizer_config.json")
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
-        chat_template = jinja_file.read_text(encoding="utf-8")
+        try:
+            chat_template = jinja_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise TokenizerError(f"tokenizer: expected UTF-8 text in {jinja_file}, found invalid bytes ({err})") from None
 
     # Whether bos/eos are added is the post-processor's business (LFM2's adds <|startoftext|>).
     # transformers 5 ignores add_bos_token/add_eos_token in tokenizer_config.json when a

@@ -1,8 +1,10 @@
 """Loading and saving checkpoints: layouts, dtypes, and every kind of bad input."""
 
 import json
+import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lfm2_edu.checkpoint as checkpoint
-from lfm2_edu import CheckpointError, ConfigError, load_model, save_model
+from lfm2_edu import CheckpointError, ConfigError, LFM2Config, LFM2Model, count_parameters, load_model, save_model
 from reference import tiny_config
 from test_cache import random_model
 
@@ -155,23 +157,56 @@ def test_missing_tensor(copy):
 
 
 def test_unexpected_tensor(copy):
-    rewrite(copy, lambda t: t.update({"model.layers.9.conv.in_proj.weight": torch.zeros(3)}))
-    with pytest.raises(CheckpointError, match="found tensor 'model.layers.9.conv.in_proj.weight' that this "
+    rewrite(copy, lambda t: t.update({"model.rotary_emb.inv_freq": torch.zeros(3)}))
+    with pytest.raises(CheckpointError, match="found tensor 'model.rotary_emb.inv_freq' that this "
                                               "lfm2_moe config has no place for"):
         load_model(copy)
 
 
+def test_a_layer_the_config_does_not_have_names_the_field(copy):
+    rewrite(copy, lambda t: t.update({"model.layers.9.conv.in_proj.weight": torch.zeros(3)}))
+    with pytest.raises(CheckpointError, match=r"config field 'num_hidden_layers': expected 10, as the safetensors "
+                                              r"headers say \(the last layer's tensors include "
+                                              r"model.layers.9.conv.in_proj.weight\), found 4 in config.json"):
+        load_model(copy)
+
+
 def test_mis_shaped_tensor(copy):
+    rewrite(copy, lambda t: t.update({"model.layers.1.self_attn.v_proj.weight": torch.zeros(32, 32)}))
+    with pytest.raises(CheckpointError, match=r"'model.layers.1.self_attn.v_proj.weight': expected shape \(16, 32\) "
+                                              r"from config.json, found \(32, 32\)"):
+        load_model(copy)
+
+
+def test_a_shape_that_reveals_a_config_field_names_it(copy):
+    """k_proj's rows are num_key_value_heads x head_dim: the error says which field disagrees."""
     rewrite(copy, lambda t: t.update({"model.layers.1.self_attn.k_proj.weight": torch.zeros(32, 32)}))
-    with pytest.raises(CheckpointError, match=r"'model.layers.1.self_attn.k_proj.weight' has shape \(32, 32\), "
-                                              r"expected \(16, 32\) from config.json"):
+    implied = count_parameters(tiny_config()).total
+    held = implied - 16 * 32 + 32 * 32  # one (16, 32) matrix replaced by a (32, 32) one
+    with pytest.raises(CheckpointError, match=rf"config field 'num_key_value_heads': expected 4, as the safetensors "
+                                              rf"headers say \(model.layers.1.self_attn.k_proj.weight has shape "
+                                              rf"\(32, 32\), heads of 8\), found 2 in config.json \(config.json "
+                                              rf"implies {implied:,} parameters, the safetensors headers hold {held:,}\)"):
+        load_model(copy)
+
+
+@pytest.mark.parametrize("name, tensor, message", [
+    ("model.layers.1.self_attn.q_layernorm.weight", torch.ones(0),
+     r"'model.layers.1.self_attn.q_layernorm.weight': expected shape \(8,\) from config.json, found \(0,\)"),
+    ("model.layers." + "9" * 5000 + ".ffn_norm.weight", torch.ones(32),
+     r"found tensor 'model.layers.9999.*\.\.\. \(a str of length 5029\) that this lfm2_moe config has no place for"),
+])
+def test_odd_tensor_names_and_shapes(copy, name, tensor, message):
+    """An empty head norm (no head size to divide by), a layer index of 5000 digits (no int to parse)."""
+    rewrite(copy, lambda t: t.update({name: tensor}))
+    with pytest.raises(CheckpointError, match=message):
         load_model(copy)
 
 
 def test_integer_tensor(copy):
     rewrite(copy, lambda t: t.update({"model.embedding_norm.weight": torch.ones(32, dtype=torch.int32)}))
-    with pytest.raises(CheckpointError, match="'model.embedding_norm.weight' has dtype torch.int32, "
-                                              "expected a floating point dtype"):
+    with pytest.raises(CheckpointError, match=r"'model.embedding_norm.weight': expected a floating point dtype "
+                                              r"\(F32, BF16, F16\), found I32"):
         load_model(copy)
 
 
@@ -206,7 +241,7 @@ def test_index_naming_a_missing_shard(saved, tmp_path):
     folder = save_model(saved[1], tmp_path / "sharded", max_shard_bytes=20_000)
     shard = sorted(folder.glob("model-*.safetensors"))[1]
     shard.unlink()
-    with pytest.raises(CheckpointError, match=f"lists shard '{shard.name}', found no such file"):
+    with pytest.raises(CheckpointError, match=f"expected every shard .* lists shard '{shard.name}', found no such file"):
         load_model(folder)
 
 
@@ -255,3 +290,88 @@ def test_hub_id_found_in_the_local_cache(saved, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     assert torch.equal(load_model("lfm2-edu-tests/cached-model")(ids()).logits, saved[1](ids()).logits)
+
+
+# ------------------------------------------------------------ what the config implies, checked first
+@pytest.mark.parametrize("config", [
+    tiny_config(),
+    tiny_config(conv_bias=True, use_expert_bias=False, tie_word_embeddings=False, num_dense_layers=0),
+    tiny_config(model_type="lfm2", layer_types=["full_attention", "conv", "conv", "full_attention"]),
+    LFM2Config(),  # LFM2-8B-A1B's shapes, on the meta device
+], ids=["moe", "moe-switches", "dense", "8B-A1B"])
+def test_tensor_shapes_are_those_of_the_built_model(config):
+    """The names and shapes the loader checks before building equal the built model's, and their
+    parameters add up to count_parameters' arithmetic (expert_bias is a buffer, not counted)."""
+    with torch.device("meta"):
+        built = {name: tuple(t.shape) for name, t in LFM2Model(config).state_dict().items()}
+    shapes = dict(checkpoint.tensor_shapes(config))
+    assert shapes == built
+    assert sum(math.prod(s) for n, s in shapes.items() if not n.endswith("expert_bias")) == count_parameters(config).total
+
+
+def fuse_experts(tensors, config):
+    """The hub layout -> transformers' fused one: experts.gate_up_proj (E, 2I, H), experts.down_proj (E, H, I)."""
+    for i in config.moe_layers:
+        p = f"model.layers.{i}.feed_forward.experts"
+        w = {k: [tensors.pop(f"{p}.{e}.{k}.weight") for e in range(config.num_experts)] for k in ("w1", "w3", "w2")}
+        tensors[f"{p}.gate_up_proj"] = torch.cat([torch.stack(w["w1"]), torch.stack(w["w3"])], dim=1)
+        tensors[f"{p}.down_proj"] = torch.stack(w["w2"])
+
+
+@pytest.mark.parametrize("field, value, figure, evidence", [
+    ("num_experts", 5, 6, r"model.layers.1.feed_forward.(gate.weight|experts.gate_up_proj) has shape \(6, "),
+    ("moe_intermediate_size", 8, 16, r"model.layers.1.feed_forward.experts.gate_up_proj has shape \(6, 32, 32\)"),
+])
+def test_fused_experts_load_and_name_the_field_they_contradict(copy, saved, field, value, figure, evidence):
+    rewrite(copy, lambda t: fuse_experts(t, tiny_config()))
+    assert torch.equal(load_model(copy)(ids()).logits, saved[1](ids()).logits)
+    raw = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**raw, field: value}))
+    with pytest.raises(CheckpointError, match=f"config field '{field}': expected {figure}, as the safetensors "
+                                              f"headers say \\({evidence}"):
+        load_model(copy)
+
+
+def test_nothing_is_built_before_the_headers_are_checked(copy, monkeypatch):
+    raw = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**raw, "num_experts": 4096}))
+    monkeypatch.setattr(checkpoint, "LFM2Model", lambda config: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match="config field 'num_experts': expected 6, .* found 4096 in config.json"):
+        load_model(copy)
+
+
+def test_a_config_field_the_headers_contradict_is_named_with_both_figures(copy):
+    raw = json.loads((copy / "config.json").read_text())
+    for field, value, message in [
+        ("hidden_size", 64, r"'hidden_size': expected 32, as the safetensors headers say \(model.embed_tokens.weight "
+                            r"has shape \(97, 32\)\), found 64"),
+        ("layer_types", ["conv"] * 4, r"'layer_types\[1\]': expected \"full_attention\", as the safetensors headers "
+                                      r"say \(model.layers.1.self_attn.\S+ is there\), found \"conv\""),
+        ("tie_word_embeddings", False, r"'tie_word_embeddings': expected true, .* \(no lm_head.weight in the headers\), "
+                                       r"found false"),
+        ("model_type", "lfm2", r"'model_type': expected \"lfm2_moe\", .* \(model.layers.1.feed_forward.\S+ belongs to "
+                               r"a mixture of experts\), found \"lfm2\""),
+    ]:
+        (copy / "config.json").write_text(json.dumps({**raw, field: value}))
+        with pytest.raises(CheckpointError, match=message):
+            load_model(copy)
+
+
+def test_a_config_of_many_layers_is_cut_short_at_the_first_missing_tensors(copy):
+    """A checkpoint with a norm in each of 1024 layers, a config asking for 4096 experts in each:
+    the walk over the 12.6 million expected tensors stops at the first few missing ones."""
+    raw = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 1024, "layer_types": ["conv"] * 1024,
+                                                  "num_dense_layers": 1, "num_experts": 4096}))
+
+    def hollow(t):
+        for name in [n for n in t if n.startswith("model.layers.") and not n.startswith("model.layers.0.")]:
+            del t[name]
+        t.update({f"model.layers.{i}.ffn_norm.weight": torch.ones(32) for i in range(1, 1024)})
+
+    rewrite(copy, hollow)
+    start = time.process_time()
+    with pytest.raises(CheckpointError, match=r"expected more than \d+ tensors, found at least 7 missing: "
+                                              r"\['model.layers.1.operator_norm.weight', .*\] ..."):
+        load_model(copy)
+    assert time.process_time() - start < 5

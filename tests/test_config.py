@@ -1,6 +1,7 @@
 """Reading hub config.json files: both model types, legacy keys, validation errors."""
 
 import json
+import os
 
 import pytest
 
@@ -81,8 +82,30 @@ def broken(**changes):
     (broken(num_key_value_heads=5), r"'num_key_value_heads': expected a divisor of num_attention_heads=32, found 5"),
     (broken(num_experts_per_tok=40), r"'num_experts_per_tok': expected at most num_experts=32, found 40"),
     (broken(num_dense_layers=30), r"'num_dense_layers': expected an integer from 0 to num_hidden_layers=24, found 30"),
-    (broken(hidden_size=-8), r"'hidden_size': expected a positive integer, found -8"),
-    (broken(hidden_size="2048"), r"'hidden_size': expected a positive integer, found '2048'"),
+    (broken(hidden_size=-8), r"'hidden_size': expected a positive integer of at most 65,536, found -8"),
+    (broken(hidden_size="2048"), r"'hidden_size': expected a positive integer of at most 65,536, found '2048'"),
+    (broken(hidden_size=True), r"'hidden_size': expected a positive integer of at most 65,536, found True"),
+    (broken(num_experts=10**6), r"'num_experts': expected a positive integer of at most 4,096, found 1000000"),
+    (broken(num_hidden_layers=10**6), r"'num_hidden_layers': expected a positive integer of at most 1,024, found 1000000"),
+    (broken(vocab_size=2**40), r"'vocab_size': expected a positive integer of at most 2,097,152"),
+    (broken(use_expert_bias="false"), r"'use_expert_bias': expected true or false, found 'false'"),
+    (broken(tie_embedding=1), r"'tie_word_embeddings': expected true or false, found 1"),
+    (broken(rope_theta=float("inf")), r"'rope_theta': expected a finite number greater than 1, found inf"),
+    (broken(norm_eps=float("nan")), r"'norm_eps': expected a positive number, found nan"),
+    (broken(routed_scaling_factor=float("inf")), r"'routed_scaling_factor': expected a positive number, found inf"),
+    (broken(bos_token_id=True), r"'bos_token_id': expected a token id in \[0, vocab_size=65536\) or null, found True"),
+    (broken(layer_types=["conv"] * 100_000), r"'layer_types': expected a list of num_hidden_layers=24 entries, "
+                                              r"found \['conv', .*\.\.\. \(a list of length 100000\)$"),
+    (dense_config(10**9), r"'block_ff_dim': expected a positive integer of at most 1,048,576, found 1000000000"),
+    (dense_config(6656, block_ffn_dim_multiplier="2"), r"'block_ffn_dim_multiplier': expected a positive number of at "
+                                                       r"most 1,048,576 or null, found '2'"),
+    (dense_config(6656, block_ffn_dim_multiplier=1e306), r"'block_ffn_dim_multiplier': expected a positive number"),
+    (dense_config(6656, block_multiple_of=0), r"'block_multiple_of': expected a positive integer of at most 1,048,576, found 0"),
+    (dense_config(10**4300 * 9, auto_adjust=False),
+     r"'intermediate_size': expected a positive integer of at most 1,048,576, found an integer of 14,288 bits"),
+    (dense_config(6656, block_auto_adjust_ff_dim="yes"), r"'block_auto_adjust_ff_dim': expected true or false, found 'yes'"),
+    (dense_config(6656, full_attn_idxs=[2, True]), r"'full_attn_idxs': expected layer indices in \[0, num_hidden_layers=16\)"),
+    (dense_config(6656, num_hidden_layers=10**9, full_attn_idxs=None), r"'num_hidden_layers': expected a positive integer of at most 1,024"),
     (broken(num_experts=...), r"'num_experts': expected it to be present for model_type 'lfm2_moe', found it missing"),
     (broken(model_type="llama"), r"'model_type': expected one of \['lfm2_moe', 'lfm2'\], found 'llama'"),
     (broken(norm_eps=0), r"'norm_eps': expected a positive number, found 0"),
@@ -96,13 +119,40 @@ def test_malformed_configs_name_the_field(raw, message):
 
 
 def test_config_files(tmp_path):
+    path = tmp_path / "config.json"
     with pytest.raises(ConfigError, match="expected a config.json at .*, found no such file"):
-        LFM2Config.from_file(tmp_path / "config.json")
-    (tmp_path / "config.json").write_text('{"model_type": "lfm2_moe",')
-    with pytest.raises(ConfigError, match="expected valid JSON in .*, found a syntax error"):
-        LFM2Config.from_file(tmp_path / "config.json")
-    (tmp_path / "config.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="expected a JSON object, found list"):
+        LFM2Config.from_file(path)
+    for data, message in [
+        (b'{"model_type": "lfm2_moe",', "expected valid JSON in .*, found a syntax error"),
+        (b"[1, 2]", "expected a JSON object, found list"),
+        (b'{"model_type": "lfm2_moe"\xff}', "expected UTF-8 text in .*, found invalid bytes"),
+        (b"[" * 100_000 + b"]" * 100_000, "found arrays or objects nested too deeply to read"),
+        (b'{"hidden_size": ' + b"9" * 5000 + b"}", "expected valid JSON in .*, found Exceeds the limit"),
+    ]:
+        path.write_bytes(data)
+        with pytest.raises(ConfigError, match=message):
+            LFM2Config.from_file(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ConfigError, match="expected a config.json at .*, found something that is not a regular file"):
+        LFM2Config.from_file(path)
+
+
+def test_oversized_json_is_refused_before_it_is_read(tmp_path):
+    from lfm2_edu.config import MAX_JSON_BYTES
+
+    path = tmp_path / "config.json"
+    with open(path, "wb") as f:  # sparse: a size on paper, no disk used
+        f.truncate(MAX_JSON_BYTES + 1)
+    with pytest.raises(ConfigError, match=f"expected at most {MAX_JSON_BYTES:,} bytes of JSON in .*, found "
+                                          f"{MAX_JSON_BYTES + 1:,}"):
+        LFM2Config.from_file(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (POSIX)")
+def test_a_fifo_named_config_json_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "config.json")  # reading it would wait for a writer forever
+    with pytest.raises(ConfigError, match="found something that is not a regular file"):
         LFM2Config.from_file(tmp_path / "config.json")
 
 
