@@ -119,7 +119,7 @@ def as_shipped(model: LFM2Model) -> LFM2Model:
 def evaluate(model: LFM2Model, valid: dict[str, torch.Tensor], unigram: torch.Tensor) -> dict:
     """Loss per domain against the unigram baseline; loads and per-domain routing per MoE layer."""
     cfg = model.config
-    moe_layers = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
+    moe_layers = cfg.moe_layers
     out = {"loss": {}, "unigram_loss": {}, "load": {i: torch.zeros(cfg.num_experts, dtype=torch.long)
                                                       for i in moe_layers}, "top_expert": {}}
     log_unigram = unigram.log()
