@@ -22,8 +22,8 @@ def test_layer_stack_follows_the_config(config):
     ax = fig.axes[0]
     assert len(ax.patches) == 2 * config.num_hidden_layers + 2  # mixer + ffn per layer, embedding, head
     texts = [t.get_text() for t in ax.texts]
-    assert texts.count("attention") == config.layer_types.count(A)
-    assert sum("MoE" in t for t in texts) == sum(config.is_moe_layer(i) for i in range(4))
+    assert texts.count("attention") == len(config.attention_layers)
+    assert sum("MoE" in t for t in texts) == len(config.moe_layers)
     plt.close(fig)
 
 
