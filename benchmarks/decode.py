@@ -245,8 +245,7 @@ def main() -> int:
     from lfm2_edu import count_parameters
 
     counts = count_parameters(config)
-    n_conv = config.layer_types.count("conv")
-    n_attn = config.num_hidden_layers - n_conv
+    n_conv, n_attn = len(config.conv_layers), len(config.attention_layers)
     print(f"Checkpoint: LFM2-8B-A1B widths, {config.num_hidden_layers} layers {config.layer_types}, "
           f"dense layers 0-{config.num_dense_layers - 1}, {config.num_experts} experts "
           f"top-{config.num_experts_per_tok}; "

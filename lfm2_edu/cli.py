@@ -133,7 +133,7 @@ def cmd_route(args) -> int:
            else tokenizer.encode(args.text))
     table = route_tokens(model, tokenizer, ids, layers=args.layers)
     cfg = model.config
-    dense = [i for i in range(cfg.num_hidden_layers) if not cfg.is_moe_layer(i)]
+    dense = cfg.dense_layers
     print(f"experts chosen per token (top-{cfg.num_experts_per_tok} of {cfg.num_experts}, by selection score) "
           f"at each MoE layer; dense layers {dense or 'none'} have no router")
     print(format_route(table, colour=_use_colour(args.color)))
@@ -152,9 +152,9 @@ def _size(nbytes: int) -> str:
 
 
 def _layer_summary(cfg: LFM2Config) -> str:
-    attn = [i for i in range(cfg.num_hidden_layers) if cfg.is_attention_layer(i)]
-    conv = cfg.num_hidden_layers - len(attn)
-    return f"{cfg.num_hidden_layers}: {conv} conv + {len(attn)} attention (at {', '.join(map(str, attn)) or '-'})"
+    attn = cfg.attention_layers
+    return (f"{cfg.num_hidden_layers}: {len(cfg.conv_layers)} conv + {len(attn)} attention "
+            f"(at {', '.join(map(str, attn)) or '-'})")
 
 
 # What `info` needs from a hub repo: the config and the small files, not gigabytes of weights.
@@ -185,7 +185,7 @@ def cmd_info(args) -> int:
             ("hidden", f"{cfg.hidden_size}, {cfg.num_attention_heads} query heads / {cfg.num_key_value_heads} "
                        f"kv heads of {cfg.head_dim}, conv kernel {cfg.conv_L_cache}")]
     if cfg.is_moe:
-        moe = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
+        moe = cfg.moe_layers
         dense = (f"dense SwiGLU {cfg.intermediate_size} in {_span(0, cfg.num_dense_layers - 1)}, "
                  if cfg.num_dense_layers else "")
         rows += [("ffn", f"{dense}MoE in {_span(moe[0], moe[-1])}" if moe else dense.rstrip(", ")),

@@ -54,7 +54,8 @@ class ShortConv(nn.Module):
             past = Bx.new_zeros(batch, H, self.kernel_size - 1)  # (B, H, L-1)
         window = torch.cat([past, Bx], dim=-1)  # (B, H, L-1+T)
         if cache is not None:
-            cache.conv_state[self.layer_idx] = window[:, :, window.shape[-1] - (self.kernel_size - 1):]  # (B, H, L-1)
+            # A copy of the last L-1 values: a slice would keep the whole (B, H, L-1+T) window alive.
+            cache.conv_state[self.layer_idx] = window[:, :, window.shape[-1] - (self.kernel_size - 1):].clone()  # (B, H, L-1)
         # y[:, c, t] = sum_j w[c, 0, j] * window[:, c, t + j]  (+ bias[c])
         conv_out = F.conv1d(window, self.conv.weight, self.conv.bias, groups=H)  # (B, H, T)
         conv_out = conv_out.transpose(1, 2)  # (B, T, H)

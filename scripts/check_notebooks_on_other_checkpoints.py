@@ -7,9 +7,12 @@ The chapters must not depend on the shipped model: this writes two random checkp
   heads, 32 experts top-4 of width 1792, dense width 7168), 4 layers instead of 24 to fit here;
 - dense-lfm2: a dense LFM2 (model_type "lfm2", no MoE layer), LFM2-350M's widths, 4 layers.
 Both reuse the shipped tokenizer (its ids are all below either vocabulary size). Figures go to a
-temporary folder, so the committed ones are left alone.
+temporary folder, so the committed ones are left alone. `--dtype bfloat16` runs the chapters in
+bf16 (LFM2_EDU_DTYPE), and `--shipped` adds the shipped model: together, the bf16 path on a small
+trained checkpoint.
 
-    python scripts/check_notebooks_on_other_checkpoints.py [--keep DIR] [notebooks/NN_x.ipynb ...]
+    python scripts/check_notebooks_on_other_checkpoints.py [--keep DIR] [--dtype bfloat16] [--shipped]
+                                                           [notebooks/NN_x.ipynb ...]
 """
 
 from __future__ import annotations
@@ -59,17 +62,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="default: all of notebooks/")
     parser.add_argument("--keep", type=Path, help="write the checkpoints here and keep them")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="LFM2_EDU_DTYPE for every run")
+    parser.add_argument("--shipped", action="store_true", help="also run on the shipped model")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="lfm2-edu-checkpoints-"))
     notebooks = args.notebooks or [str(REPO / "notebooks")]
     results = {}
     try:
-        for name, config in CHECKPOINTS.items():
+        for name, config in ({SHIPPED_MODEL: None} if args.shipped else {}) | CHECKPOINTS:
             folder = root / name
-            if not (folder / "config.json").exists():
+            if config is not None and not (folder / "config.json").exists():
                 print(f"writing {name} ...", flush=True)
                 write_checkpoint(config, folder)
-            env = dict(os.environ, LFM2_EDU_MODEL=str(folder), LFM2_EDU_FIGURES=str(root / f"figures-{name}"))
+            env = dict(os.environ, LFM2_EDU_MODEL=name if config is None else str(folder),
+                       LFM2_EDU_FIGURES=str(root / f"figures-{name}"))  # the shipped model by name: is_shipped()
+            if args.dtype:
+                env["LFM2_EDU_DTYPE"] = args.dtype
             start = time.time()
             run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                   "--nbval-lax", "--nbval-current-env", *notebooks], cwd=REPO, env=env)

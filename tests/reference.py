@@ -69,8 +69,10 @@ def save_reference(model, folder: Path, max_shard_size: str | None = None) -> Pa
 
 
 def load_reference(folder: Path, dtype=torch.float32):
-    transformers = require_transformers()
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
-    if hasattr(model, "set_experts_implementation"):
-        model.set_experts_implementation("eager")
-    return model.eval()
+    """transformers' model of a saved checkpoint, loaded as the chapters load it (course.load_reference)."""
+    from lfm2_edu import course
+
+    require_transformers()
+    model, why = course.load_reference(folder, dtype)
+    assert model is not None, why
+    return model

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lfm2_edu import LFM2Model
+from lfm2_edu import LFM2Config, LFM2Model
+from lfm2_edu.cache import expected_cache_bytes
 from reference import tiny_config
 
 C, A = "conv", "full_attention"
@@ -63,9 +64,60 @@ def test_conv_state_is_constant_and_kv_grows():
     for t in range(5, 20):
         model(ids[:, t:t + 1], cache=cache)
     H, L = config.hidden_size, config.conv_L_cache
-    conv_layers = config.layer_types.count(C)
-    assert cache.memory_bytes()["conv"] == conv_bytes == conv_layers * H * (L - 1) * 4
+    assert cache.memory_bytes()["conv"] == conv_bytes == len(config.conv_layers) * H * (L - 1) * 4
     # each attention layer keeps K and V: 2 * nkv * d floats per token
-    per_token = config.layer_types.count(A) * 2 * config.num_key_value_heads * config.head_dim * 4
+    per_token = len(config.attention_layers) * 2 * config.num_key_value_heads * config.head_dim * 4
     assert kv_bytes == 5 * per_token
     assert cache.memory_bytes()["full_attention"] == 20 * per_token
+
+
+@pytest.mark.parametrize("config", [
+    tiny_config(),
+    tiny_config(layer_types=[C, C, C, C], conv_L_cache=4),
+    tiny_config(layer_types=[A, A, A, A], num_key_value_heads=1),
+    tiny_config(model_type="lfm2", layer_types=[A, C, C, A], num_key_value_heads=4),
+], ids=["mixed", "all-conv-L4", "all-attention-mqa", "dense-mha"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("batch,prompt_len", [(1, 1), (3, 2), (2, 40)])
+@torch.no_grad()
+def test_expected_cache_bytes_is_what_the_cache_holds(config, dtype, batch, prompt_len):
+    model = random_model(config).to_dtype(dtype)
+    cache = model.new_cache()
+    assert cache.memory_bytes() == expected_cache_bytes(config, 0, dtype, batch)  # empty: nothing held
+    ids = torch.randint(0, config.vocab_size, (batch, prompt_len + 4), generator=torch.Generator().manual_seed(3))
+    model(ids[:, :prompt_len], cache=cache)  # prefill
+    assert cache.memory_bytes() == expected_cache_bytes(config, prompt_len, dtype, batch)
+    for t in range(prompt_len, ids.shape[1]):  # decode, one token at a time
+        model(ids[:, t:t + 1], cache=cache)
+        assert cache.memory_bytes() == expected_cache_bytes(config, t + 1, dtype, batch)
+    assert expected_cache_bytes(config, 7, dtype.itemsize, batch) == expected_cache_bytes(config, 7, dtype, batch)
+
+
+@torch.no_grad()
+def test_a_long_prefill_leaves_only_the_last_values_in_the_conv_state():
+    config = tiny_config()
+    model = random_model(config)
+    cache = model.new_cache()
+    model(torch.randint(0, config.vocab_size, (1, 100)), cache=cache)
+    for state in cache.conv_state.values():  # not a slice that keeps the whole (B, H, L-1+T) window alive
+        assert state.untyped_storage().nbytes() == config.hidden_size * (config.conv_L_cache - 1) * 4
+
+
+def test_expected_cache_bytes_of_lfm2_8b_a1b():
+    eight = LFM2Config()  # the published config: 6 attention layers, 8 kv heads of 64, 18 conv layers
+    one, many = expected_cache_bytes(eight, 1, torch.bfloat16), expected_cache_bytes(eight, 32768, torch.bfloat16)
+    assert one["full_attention"] == 12 * 1024  # 12 KiB per token in bf16 (LFM2_FACTS 5)
+    assert many["full_attention"] == 32768 * 12 * 1024 and many["conv"] == one["conv"] == 18 * 2048 * 2 * 2
+    assert expected_cache_bytes(eight, 10, torch.float32, batch=4)["full_attention"] == 4 * 2 * 10 * 12 * 1024
+
+
+@pytest.mark.parametrize("args,message", [
+    ((-1, torch.float32, 1), r"context_length: expected an integer >= 0, found -1"),
+    ((5, torch.float32, 0), r"batch: expected an integer >= 1, found 0"),
+    ((5.0, torch.float32, 1), r"context_length: expected an integer >= 0, found 5.0"),
+])
+def test_expected_cache_bytes_rejects_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        expected_cache_bytes(tiny_config(), *args)
+    with pytest.raises(TypeError, match=r"dtype: expected a torch.dtype or a number of bytes per value, found 'bf16'"):
+        expected_cache_bytes(tiny_config(), 5, "bf16")

@@ -79,7 +79,7 @@ def test_hidden_states_and_attention_match_reference(pair):
     assert len(out.hidden_states) == len(ours_hidden)
     for i, (a, b) in enumerate(zip(out.hidden_states, ours_hidden)):
         assert (a - b).abs().max().item() <= 1e-4, f"hidden state {i} differs"
-    attn_layers = [i for i in range(L) if config.is_attention_layer(i)]
+    attn_layers = config.attention_layers
     ref_attn = [a for a in out.attentions if a is not None]
     assert len(ref_attn) == len(attn_layers)
     for i, a in zip(attn_layers, ref_attn):
@@ -92,7 +92,7 @@ def test_routing_matches_reference(moe_pair):
     # The reference router returns (logits, weights, selected); a forward hook collects them per layer.
     seen = {}
     hooks = [layer.feed_forward.gate.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, out))
-             for i, layer in enumerate(ref.model.layers) if config.is_moe_layer(i)]
+             for i, layer in enumerate(ref.model.layers) if i in config.moe_layers]
     ids = tokens(config, T=17, seed=1)
     try:
         ref(ids, use_cache=False)
@@ -101,7 +101,7 @@ def test_routing_matches_reference(moe_pair):
             h.remove()
     cap = Capture("layers.*.moe.*")
     ours(ids, capture=cap)
-    assert sorted(seen) == [i for i in range(config.num_hidden_layers) if config.is_moe_layer(i)]
+    assert sorted(seen) == config.moe_layers
     for i, (logits, weights, selected) in seen.items():
         k = config.num_experts_per_tok
         assert torch.equal(cap[f"layers.{i}.moe.selected"].reshape(-1, k), selected), f"layer {i}: experts differ"

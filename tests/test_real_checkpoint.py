@@ -2,39 +2,19 @@
 
 Runs wherever the checkpoint is on disk: the folder named by $LFM2_8B_A1B_PATH, or the hub
 cache. It is never downloaded by the tests (16.7 GB); without it the tests skip and say why.
+The values and their tolerances live in lfm2_edu.published, which the chapters read too.
 """
-
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ID = "LiquidAI/LFM2-8B-A1B"
-INPUT_IDS = [1, 22998, 768, 1947, 797, 22017, 811, 6332, 928, 5743, 797, 779, 48123, 772, 33551, 60996, 523]
-FIRST_LOGITS = [-1.2656, 2.4844, 5.5000, -1.3359, -1.3203, -1.3438, 1.9375, 5.8438, -0.6523, -1.2891]
-MEAN_LOGITS = [-1.3855, -0.5123, -1.3143, -1.2144, -1.0791, -1.2117, -1.4704, -0.7648, -0.6175, -1.2402,
-               -1.1459, -1.0083, -1.0247, -0.8830, -1.5643, -1.7266, -1.6254]
-PROMPT = "In 1st century A.D., the Roman Empire"
-CONTINUATION = " controlled much of Europe, North Africa, and parts of the Middle East."
+from lfm2_edu import LFM2Config, count_parameters, published
 
-
-def find_checkpoint() -> Path | None:
-    if os.environ.get("LFM2_8B_A1B_PATH"):
-        return Path(os.environ["LFM2_8B_A1B_PATH"])
-    try:
-        from huggingface_hub import snapshot_download
-        folder = Path(snapshot_download(REPO_ID, local_files_only=True))
-    except Exception:
-        return None
-    return folder if (folder / "config.json").exists() else None
-
-
-CHECKPOINT = find_checkpoint()
-pytestmark = pytest.mark.skipif(
+CHECKPOINT = published.find_checkpoint()
+needs_checkpoint = pytest.mark.skipif(
     CHECKPOINT is None,
-    reason=f"the real {REPO_ID} checkpoint is not on this machine (set LFM2_8B_A1B_PATH to its folder, "
-           f"or put it in the hub cache); its published values cannot be checked without it",
+    reason=f"the real {published.REPO_ID} checkpoint is not on this machine (set {published.PATH_ENV} to its "
+           f"folder, or put it in the hub cache); its published values cannot be checked without it",
 )
 
 
@@ -44,25 +24,41 @@ def model():
     return load_model(CHECKPOINT, dtype=torch.bfloat16, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_published_parameter_counts():  # from the config alone: needs no weights
+    counts = count_parameters(LFM2Config())
+    assert (round(counts.total / 1e9, 2), round(counts.active / 1e9, 2)) == \
+        (published.TOTAL_PARAMETERS_B, published.ACTIVE_PARAMETERS_B)
+
+
+def test_published_model_is_recognised_by_its_names():
+    for source in (published.REPO_ID, "/data/LFM2-8B-A1B/", "~/.cache/huggingface/hub/models--LiquidAI--LFM2-8B-A1B/snapshots/x"):
+        assert published.is_published_model(source), source
+    for source in ("tiny-lfm2-moe", "LiquidAI/LFM2-1.2B", "/data/LFM2-8B-A1B-random"):
+        assert not published.is_published_model(source), source
+
+
+@needs_checkpoint
 @torch.no_grad()
 def test_published_logits(model):
-    logits = model(torch.tensor([INPUT_IDS], device=model.device)).logits.float().cpu()
-    # The published numbers come from bf16 GPU kernels; other backends move bf16 logits by up to ~3e-2.
-    torch.testing.assert_close(logits[0, 0, :10], torch.tensor(FIRST_LOGITS), atol=3e-2, rtol=0)
-    torch.testing.assert_close(logits.mean(-1)[0], torch.tensor(MEAN_LOGITS), atol=1e-2, rtol=0)
+    logits = model(torch.tensor([published.INPUT_IDS], device=model.device)).logits.float().cpu()
+    torch.testing.assert_close(logits[0, 0, :10], torch.tensor(published.FIRST_LOGITS),
+                               atol=published.FIRST_LOGITS_ATOL, rtol=0)
+    torch.testing.assert_close(logits.mean(-1)[0], torch.tensor(published.MEAN_LOGITS),
+                               atol=published.MEAN_LOGITS_ATOL, rtol=0)
 
 
+@needs_checkpoint
 @torch.no_grad()
 def test_published_greedy_continuation(model):
     from tokenizers import Tokenizer
     tokenizer = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))
-    ids = tokenizer.encode(PROMPT).ids  # the tokenizer's post-processor adds <|startoftext|>
+    ids = tokenizer.encode(published.GREEDY_PROMPT).ids  # the tokenizer's post-processor adds <|startoftext|>
     assert ids[0] == 1
     cache = model.new_cache()
     logits = model(torch.tensor([ids], device=model.device), cache=cache).logits
     new = []
-    for _ in range(15):
+    for _ in range(published.GREEDY_NEW_TOKENS):
         token = int(logits[0, -1].argmax())
         new.append(token)
         logits = model(torch.tensor([[token]], device=model.device), cache=cache).logits
-    assert tokenizer.decode(new) == CONTINUATION
+    assert tokenizer.decode(new) == published.GREEDY_CONTINUATION

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from lfm2_edu import LFM2Config, count_parameters  # noqa: E402
+from lfm2_edu import LFM2Config, count_parameters, published  # noqa: E402
 from lfm2_edu.viz.model import layer_difference_table, plot_layer_stack, plot_parameter_counts  # noqa: E402
 from reference import tiny_config  # noqa: E402
 
@@ -22,8 +22,8 @@ def test_layer_stack_follows_the_config(config):
     ax = fig.axes[0]
     assert len(ax.patches) == 2 * config.num_hidden_layers + 2  # mixer + ffn per layer, embedding, head
     texts = [t.get_text() for t in ax.texts]
-    assert texts.count("attention") == config.layer_types.count(A)
-    assert sum("MoE" in t for t in texts) == sum(config.is_moe_layer(i) for i in range(4))
+    assert texts.count("attention") == len(config.attention_layers)
+    assert sum("MoE" in t for t in texts) == len(config.moe_layers)
     plt.close(fig)
 
 
@@ -36,7 +36,7 @@ def test_parameter_counts_figure_shows_total_and_active():
         groups = [g for g, (t, _) in c.by_group.items() if t]
         widths = [p.get_width() for p in ax.patches]
         assert widths == [c.by_group[g][0] for g in groups] + [c.by_group[g][1] for g in groups]
-    assert "8.34B total, 1.56B active" in fig.axes[1].get_title()
+    assert f"{published.TOTAL_PARAMETERS_B}B total, {published.ACTIVE_PARAMETERS_B}B active" in fig.axes[1].get_title()
     plt.close(fig)
 
 

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from matplotlib.colors import PowerNorm
 
+from ..cache import expected_cache_bytes
 from ..trace import Capture
 
 
 def attention_layer_indices(config) -> list[int]:
-    return [i for i in range(config.num_hidden_layers) if config.is_attention_layer(i)]
+    """`config.attention_layers`, under the name chapter 05 still calls."""
+    return config.attention_layers
 
 
 def kv_head_of(n_heads: int, n_kv_heads: int) -> torch.Tensor:
@@ -140,15 +142,14 @@ class KVCacheSize:
 
 
 def kv_cache_size(config, name: str = "model", bytes_per_value: int = 2) -> KVCacheSize:
-    """Cache bytes from the config: K and V of every attention layer (layers x 2 x nkv x d per
-    token) and the conv states (conv layers x H x (L-1), constant). bf16 by default."""
-    n_attn = len(attention_layer_indices(config))
-    n_conv = config.num_hidden_layers - n_attn
-    per_kv_head = n_attn * 2 * config.head_dim * bytes_per_value  # K and V of one head, every attention layer
-    return KVCacheSize(name, n_attn, n_conv, bytes_per_value,
-                       gqa_bytes_per_token=per_kv_head * config.num_key_value_heads,
-                       mha_bytes_per_token=per_kv_head * config.num_attention_heads,
-                       conv_state_bytes=n_conv * config.hidden_size * (config.conv_L_cache - 1) * bytes_per_value)
+    """Cache bytes from the config (`lfm2_edu.cache.expected_cache_bytes`): K and V of every
+    attention layer (layers x 2 x nkv x d per token) and the conv states (conv layers x H x (L-1),
+    constant). bf16 by default. Multi-head: the same model with nkv = nh."""
+    gqa = expected_cache_bytes(config, 1, bytes_per_value)  # one token
+    mha = expected_cache_bytes(config.replace(num_key_value_heads=config.num_attention_heads), 1, bytes_per_value)
+    return KVCacheSize(name, len(config.attention_layers), len(config.conv_layers), bytes_per_value,
+                       gqa_bytes_per_token=gqa["full_attention"], mha_bytes_per_token=mha["full_attention"],
+                       conv_state_bytes=gqa["conv"])
 
 
 @dataclass
@@ -226,7 +227,7 @@ def attention_explorer(model, input_ids: torch.Tensor, tokens: list[str]):
     tokens up to it, grouped by the kv head the heads share."""
     import ipywidgets as widgets
 
-    layers = attention_layer_indices(model.config)
+    layers = model.config.attention_layers
     if not layers:
         raise ValueError("expected a model with at least one attention layer, found only conv layers "
                          f"(layer_types={model.config.layer_types})")

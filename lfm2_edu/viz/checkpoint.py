@@ -19,6 +19,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 from torch import nn
 
+from ..cache import expected_cache_bytes
 from ..config import LFM2Config
 from ..params import GROUPS
 
@@ -168,21 +169,18 @@ def cache_budget(config: LFM2Config, context_lengths, bytes_per_value: int = 2) 
     """Bytes the generation cache holds after each context length (bf16 by default).
 
     Conv layers keep the last L-1 gated inputs per channel (constant); attention layers keep K and
-    V, 2 * nkv * d values per token each. 'all_attention' is the same model with every layer
-    attention, for comparison.
+    V, 2 * nkv * d values per token each (`lfm2_edu.cache.expected_cache_bytes`). 'all_attention'
+    is the same model with every layer attention, for comparison.
     """
-    H, L, d, nkv = config.hidden_size, config.conv_L_cache, config.head_dim, config.num_key_value_heads
-    n_attn = sum(config.is_attention_layer(i) for i in range(config.num_hidden_layers))
-    n_conv = config.num_hidden_layers - n_attn
-    conv_state = n_conv * H * (L - 1) * bytes_per_value
-    kv_per_token_layer = 2 * nkv * d * bytes_per_value
+    all_attention = config.replace(layer_types=["full_attention"] * config.num_hidden_layers)
+    one = expected_cache_bytes(config, 1, bytes_per_value)
     lengths = [int(t) for t in context_lengths]
     return {
         "context": lengths,
-        "conv_state_bytes": conv_state,
-        "kv_bytes_per_token": n_attn * kv_per_token_layer,
-        "hybrid": [conv_state + n_attn * kv_per_token_layer * t for t in lengths],
-        "all_attention": [config.num_hidden_layers * kv_per_token_layer * t for t in lengths],
+        "conv_state_bytes": one["conv"],
+        "kv_bytes_per_token": one["full_attention"],
+        "hybrid": [sum(expected_cache_bytes(config, t, bytes_per_value).values()) for t in lengths],
+        "all_attention": [expected_cache_bytes(all_attention, t, bytes_per_value)["full_attention"] for t in lengths],
     }
 
 
@@ -213,7 +211,7 @@ def plot_design_budget(config: LFM2Config, label: str = "LFM2-8B-A1B", max_conte
     mib = 2**20
     right.plot(lengths, [b / mib for b in budget["all_attention"]], color=GROUP_COLORS["attention"],
                label=f"if all {config.num_hidden_layers} layers were attention")
-    n_attn = sum(config.is_attention_layer(i) for i in range(config.num_hidden_layers))
+    n_attn = len(config.attention_layers)
     right.plot(lengths, [b / mib for b in budget["hybrid"]], color=GROUP_COLORS["conv"],
                label=f"hybrid: {n_attn} attention + {config.num_hidden_layers - n_attn} conv layers")
     right.set_xlabel("context length (tokens)")

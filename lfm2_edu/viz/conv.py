@@ -19,7 +19,8 @@ from ..trace import Capture
 
 
 def conv_layer_indices(config) -> list[int]:
-    return [i for i in range(config.num_hidden_layers) if not config.is_attention_layer(i)]
+    """`config.conv_layers`, under the name chapter 04 still calls."""
+    return config.conv_layers
 
 
 def tap_labels(kernel_size: int) -> list[str]:
@@ -28,7 +29,7 @@ def tap_labels(kernel_size: int) -> list[str]:
 
 
 def _need_conv_layers(config) -> list[int]:
-    layers = conv_layer_indices(config)
+    layers = config.conv_layers
     if not layers:
         raise ValueError("expected a model with at least one conv layer, found only attention layers "
                          f"(layer_types={config.layer_types})")

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..cache import expected_cache_bytes
 from ..config import LFM2Config
 from ..generate import RECOMMENDED, Sampling, apply_min_p, apply_repetition_penalty, apply_temperature, process_logits
 
@@ -160,16 +161,17 @@ def sampling_explorer(logits: torch.Tensor, seen: torch.Tensor, label: Callable[
 # ------------------------------------------------------------------------------------ cache
 def cache_bytes(config: LFM2Config, context_length: int | Sequence[int], bytes_per_value: int,
                 batch: int = 1) -> dict[str, np.ndarray]:
-    """The hybrid cache's size after `context_length` tokens, from the config alone:
-    conv layers keep (B, H, L-1) values each, whatever the length; attention layers keep K and V,
-    (B, nkv, S, d) each. "all_attention" is the same model with attention in every layer."""
+    """The hybrid cache's size after each `context_length`, from the config alone
+    (`lfm2_edu.cache.expected_cache_bytes`): conv layers keep (B, H, L-1) values each, whatever the
+    length; attention layers keep K and V, (B, nkv, S, d) each. "all_attention" is the same model
+    with attention in every layer."""
     S = np.asarray(context_length, dtype=np.int64)
-    n_attn = config.layer_types.count("full_attention")
-    n_conv = config.num_hidden_layers - n_attn
-    per_token = 2 * config.num_key_value_heads * config.head_dim * bytes_per_value * batch  # K and V, one layer
-    conv = n_conv * batch * config.hidden_size * (config.conv_L_cache - 1) * bytes_per_value
-    return {"conv": np.full(S.shape, conv, dtype=np.int64), "full_attention": n_attn * per_token * S,
-            "all_attention": config.num_hidden_layers * per_token * S}
+    all_attention = config.replace(layer_types=["full_attention"] * config.num_hidden_layers)
+    hybrid = [expected_cache_bytes(config, int(s), bytes_per_value, batch) for s in S.flat]
+    out = {kind: np.array([b[kind] for b in hybrid], dtype=np.int64).reshape(S.shape) for kind in ("conv", "full_attention")}
+    out["all_attention"] = np.array([expected_cache_bytes(all_attention, int(s), bytes_per_value, batch)["full_attention"]
+                                     for s in S.flat], dtype=np.int64).reshape(S.shape)
+    return out
 
 
 def _mb(x):
@@ -193,8 +195,7 @@ def plot_cache_memory(models: Mapping[str, tuple[LFM2Config, int]], lengths: Seq
         b = cache_bytes(cfg, ls, nbytes)
         b["total"] = b["conv"] + b["full_attention"]
         data[name] = {"lengths": ls, **b}
-        n_attn = cfg.layer_types.count("full_attention")
-        n_conv = cfg.num_hidden_layers - n_attn
+        n_attn, n_conv = len(cfg.attention_layers), len(cfg.conv_layers)
         ax.plot(ls, _mb(b["all_attention"]), "--", color="0.5",
                 label=f"if all {cfg.num_hidden_layers} layers were attention")
         ax.plot(ls, _mb(b["total"]), color="black", lw=2, label="total")
@@ -214,7 +215,7 @@ def plot_cache_memory(models: Mapping[str, tuple[LFM2Config, int]], lengths: Seq
         ax.set_yscale("log")
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("cache size (MiB, batch 1)")
-        kib = 2 * cfg.num_key_value_heads * cfg.head_dim * nbytes * n_attn / 1024
+        kib = expected_cache_bytes(cfg, 1, nbytes)["full_attention"] / 1024  # per token
         ax.set_title(f"{name}: {kib:.3g} KiB more per token, up to {ls[-1]:,} tokens", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left")

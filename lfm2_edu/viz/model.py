@@ -60,7 +60,7 @@ def plot_layer_stack(config: LFM2Config, title: str | None = None) -> tuple[list
     ax.axis("off")
     ax.text(-0.6, (n + 1) * step / 2 + h / 2, "layer", rotation=90, ha="center", va="center", fontsize=9)
     ax.set_title(title or f"{config.model_type}: {n} layers, "
-                          f"{config.layer_types.count('full_attention')} with attention")
+                          f"{len(config.attention_layers)} with attention")
     return rows, fig
 
 

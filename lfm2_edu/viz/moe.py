@@ -96,7 +96,7 @@ def router_explorer(model, tokenizer, text: str):
     from IPython.display import display
 
     cfg = model.config
-    moe_layers = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
+    moe_layers = cfg.moe_layers
     if not moe_layers:
         return widgets.HTML(f"<b>{html.escape(cfg.model_type)}</b>: no MoE layer in this model, so no router to explore.")
     ids = tokenizer.encode(text)
@@ -119,7 +119,7 @@ def router_explorer(model, tokenizer, text: str):
 
     choice.observe(draw, names="value")
     draw()
-    dense = [i for i in range(cfg.num_hidden_layers) if not cfg.is_moe_layer(i)]
+    dense = cfg.dense_layers
     note = widgets.HTML(f"Layers {html.escape(str(dense))} are dense (no router)." if dense else "")
     return widgets.VBox([widgets.HBox([choice, note]), out])
 
