@@ -18,6 +18,8 @@ The metrics, and where they come from:
     co-activation     N(tokens routed to both i and j) / N(tokens routed to i) OLMoE sec. 5
     consecutive share how often tokens t and t+1 share their first-choice     Mixtral (Jiang et al. 2024) sec. 5
                       expert, or any of their k experts
+    noise floor       the MaxVio of a uniformly random router on the same N tokens, E experts, top-k:
+                      what chance alone gives on a finite sample (printed beside every MaxVio)
     router entropy    -sum_e p_e log p_e / log E,  p = s / sum_e s (the sigmoid scores of ALL E experts
                       normalised to sum to 1, as norm_topk_prob normalises the chosen k)
     margin            k-th minus (k+1)-th largest selection score: how far a token was from another set
@@ -78,6 +80,21 @@ def max_violation_noise_floor(num_tokens: int, num_experts: int, k: int, trials:
             values.append(max_violation(expert_load(trial, num_experts)))
     values_t = torch.tensor(values)
     return {"mean": float(values_t.mean()), "p95": float(values_t.quantile(0.95))}
+
+
+def load_noise_floor(load: torch.Tensor, k: int, trials: int = 200, seed: int = 0) -> dict[str, float]:
+    """The noise floor of a measured (E,) load: max_violation_noise_floor for the N = sum(load) / k
+    tokens it counts (each token fills k slots)."""
+    total, E = int(load.sum()), load.numel()
+    if total == 0 or total % k:
+        raise ValueError(f"load_noise_floor: expected a load of N tokens x k = {k} slots, found {total} slots")
+    return max_violation_noise_floor(total // k, E, k, trials, seed)
+
+
+def format_max_violation(value: float, floor: dict[str, float]) -> str:
+    """"0.27 (floor 0.09)": a MaxVio beside the 95th percentile of a uniformly random router's on the
+    same number of tokens. Below the floor, a load is as balanced as that many tokens can show."""
+    return f"{value:.2f} (floor {floor['p95']:.2f})"
 
 
 def top_expert_share(selected: torch.Tensor, num_experts: int) -> tuple[int, float]:
@@ -259,13 +276,22 @@ def log_balance(log: dict) -> dict:
     {layer: [...]}, "cv": {layer: [...]}}: the balance of each MoE layer at every logged step."""
     loads = [_by_layer(entry) for entry in log["load"]]
     layers = sorted(loads[0]) if loads else []
-    out = {"steps": list(log["steps"]), "max_violation": {i: [] for i in layers}, "cv": {i: [] for i in layers}}
+    out = {"steps": list(log["steps"]), "max_violation": {i: [] for i in layers}, "cv": {i: [] for i in layers},
+           "noise_floor": None}  # the MaxVio of a uniform router on one logged batch
+    if layers and "config" in log:
+        out["noise_floor"] = load_noise_floor(torch.tensor(loads[0][layers[0]]), _log_top_k(log))
     for entry in loads:
         for i in layers:
             load = torch.tensor(entry[i])
             out["max_violation"][i].append(max_violation(load))
             out["cv"][i].append(coefficient_of_variation(load))
     return out
+
+
+def _log_top_k(log: dict) -> int:
+    """k of a TrainLog: slots per token = sum(load) / (batch_size * seq_len)."""
+    cfg, first = log["config"], next(iter(log["load"][0].values()))
+    return round(sum(first) / (cfg["batch_size"] * cfg["seq_len"]))
 
 
 def log_table(log: dict, key: str, step: int = -1) -> tuple[list[int], torch.Tensor]:

@@ -185,7 +185,8 @@ def test_log_balance_and_tables_read_json_style_logs():
     assert layers == [2, 3] and torch.allclose(bias, torch.tensor([[-0.1, 0.1, 0.0, 0.0], [0.0, 0.0, 0.1, 0.1]]))
     layers, load = R.log_table(log, "load", step=0)
     assert load[0].tolist() == [16, 0, 0, 0]
-    assert R.log_balance({"steps": [], "load": []}) == {"steps": [], "max_violation": {}, "cv": {}}
+    assert bal["noise_floor"] is None  # a log without its config: the batch size is unknown
+    assert R.log_balance({"steps": [], "load": []}) == {"steps": [], "max_violation": {}, "cv": {}, "noise_floor": None}
 
 
 # ------------------------------------------------------------------------------ from a model run
@@ -324,3 +325,18 @@ def test_noise_floor_rejects_bad_arguments():
     from lfm2_edu.routing import max_violation_noise_floor
     with pytest.raises(ValueError, match="0 < k <= num_experts"):
         max_violation_noise_floor(10, 4, 5)
+
+
+# ------------------------------------------------------------------- the floor beside every MaxVio
+def test_load_noise_floor_counts_tokens_not_slots():
+    load = torch.tensor([30, 10, 20, 20, 0, 40])  # 120 slots = 60 tokens x k = 2
+    assert R.load_noise_floor(load, 2) == R.max_violation_noise_floor(60, 6, 2)
+    with pytest.raises(ValueError, match="N tokens x k = 7 slots, found 120 slots"):
+        R.load_noise_floor(load, 7)
+    assert R.format_max_violation(0.2749, {"mean": 0.05, "p95": 0.0861}) == "0.27 (floor 0.09)"
+
+
+def test_log_balance_gives_the_noise_floor_of_one_logged_batch():
+    log = {"steps": [0], "config": {"batch_size": 2, "seq_len": 5},  # 10 tokens, k = 2: 20 slots per layer
+           "load": [{"2": [8, 4, 4, 4], "3": [5, 5, 5, 5]}]}
+    assert R.log_balance(log)["noise_floor"] == R.max_violation_noise_floor(10, 4, 2)

@@ -143,7 +143,8 @@ def test_balance_over_training_figure():
     data, fig = V.plot_balance_over_training(runs, num_experts=4, k=2)
     assert data["ceiling"] == 1.0  # E/k - 1
     ax = fig.axes[0]
-    assert len(ax.lines) == 2 + 1 + 1  # a line per layer, the mean, the ceiling
+    assert len(ax.lines) == 2 + 1 + 1  # a line per layer, the mean, the ceiling (no config: no floor)
+    assert data["noise_floor"] == {"with": None, "without": None}
     assert list(ax.lines[1].get_ydata()) == pytest.approx([3.0] * 3)  # layer 3: one expert takes all
     assert list(ax.lines[2].get_ydata()) == pytest.approx([1.5] * 3)  # the mean
     plt.close(fig)
@@ -154,6 +155,9 @@ def test_load_histograms_and_bias_heatmap():
     data, fig = V.plot_load_histograms({"with": (layers, load), "without": (layers, load)}, k=2)
     assert fig.axes[1].patches[0].get_height() == pytest.approx(1.0)  # layer 3, expert 0: all slots
     assert "MaxVio 3.00" in fig.axes[1].get_title()
+    floor = R.load_noise_floor(load[1], 2)
+    assert data["noise_floor"]["with"][1] == floor and data["runs"]["with"][0] == [2, 3]
+    assert fig.axes[1].get_title().endswith(f"MaxVio {R.format_max_violation(3.0, floor)}")
     assert len(fig.axes) == 4
     plt.close(fig)
     layers, bias = R.log_table(fake_log(), "expert_bias")
@@ -208,4 +212,14 @@ def test_model_comparison_figure():
     assert [p.get_height() for p in first.patches] == [0.2, 0.3, 1.0, 2.0]  # a bar per model and layer
     assert first.get_title() == "MaxVio" and len(first.lines) == 1 and len(second.lines) == 0  # baseline or not
     assert "uniform random routing" in [t.get_text() for t in second.get_legend().get_texts()]
+    plt.close(fig)
+
+
+def test_balance_over_training_draws_the_noise_floor_of_a_batch():
+    log = {**fake_log(), "config": {"batch_size": 2, "seq_len": 4}}  # 8 tokens x k = 2 = 16 slots per layer
+    runs = {"with": R.log_balance(log)}
+    data, fig = V.plot_balance_over_training(runs, num_experts=4, k=2)
+    assert data["noise_floor"]["with"] == R.max_violation_noise_floor(8, 4, 2)
+    floor = fig.axes[0].lines[-1]
+    assert floor.get_ydata()[0] == pytest.approx(data["noise_floor"]["with"]["p95"]) and floor.get_linestyle() == ":"
     plt.close(fig)

@@ -340,7 +340,7 @@ def plot_balance_over_training(runs: dict[str, dict], num_experts: int, k: int,
 
     runs: name -> routing.log_balance(log)."""
     ceiling = num_experts / k - 1
-    data = {"runs": runs, "ceiling": ceiling}
+    data = {"runs": runs, "ceiling": ceiling, "noise_floor": {name: bal.get("noise_floor") for name, bal in runs.items()}}
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.4), dpi=90, sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     for ax, (name, bal) in zip(axes[0], runs.items()):
@@ -352,6 +352,9 @@ def plot_balance_over_training(runs: dict[str, dict], num_experts: int, k: int,
             mean = np.mean([bal["max_violation"][i] for i in layers], axis=0)
             ax.plot(bal["steps"], mean, lw=2.4, color="black", label="mean")
         ax.axhline(ceiling, color="tab:red", ls="--", lw=0.8, label=f"worst possible, E/k-1 = {ceiling:g}")
+        if bal.get("noise_floor"):  # what a uniformly random router shows on one logged batch
+            ax.axhline(bal["noise_floor"]["p95"], color="grey", ls=":", lw=1.2,
+                       label=f"noise floor of one batch (p95): {bal['noise_floor']['p95']:.2f}")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -366,6 +369,7 @@ def plot_load_histograms(runs: dict[str, tuple[list[int], torch.Tensor]], k: int
     """A grid of bar charts, one row per run and one column per MoE layer: each expert's share of
     the routed slots; the dashed line is the uniform share 1/E. runs: name -> (layers, (L, E) load)."""
     data = {name: (list(layers), _numpy(load)) for name, (layers, load) in runs.items()}
+    floors = {name: [routing.load_noise_floor(torch.tensor(row), k) for row in load] for name, (_, load) in data.items()}
     n_layers = max(len(layers) for layers, _ in data.values())
     fig, axes = plt.subplots(len(data), n_layers, figsize=(2.3 * n_layers + 1, 2.0 * len(data) + 0.6), dpi=90,
                              sharey=True, squeeze=False)
@@ -379,15 +383,15 @@ def plot_load_histograms(runs: dict[str, tuple[list[int], torch.Tensor]], k: int
             E = len(share)
             ax.bar(np.arange(E), share, color=expert_colours(E))
             ax.axhline(1 / E, color="black", ls="--", lw=0.8)
-            ax.set_title(f"{name}: layer {layers[c]}\nMaxVio {routing.max_violation(torch.tensor(load[c])):.2f}",
-                         fontsize=8)
+            mv = routing.format_max_violation(routing.max_violation(torch.tensor(load[c])), floors[name][c])
+            ax.set_title(f"{name}: layer {layers[c]}\nMaxVio {mv}", fontsize=8)
             ax.set_xticks([])
             if r == len(data) - 1:
                 ax.set_xlabel("expert")
         axes[r][0].set_ylabel("share of slots")
     fig.suptitle(f"{title} (dashed: uniform 1/E)", fontsize=11)
     fig.tight_layout()
-    return data, fig
+    return {"runs": data, "noise_floor": floors}, fig
 
 
 def plot_bias_heatmap(layers: list[int], bias, title: str = "expert_bias at the end of training") -> tuple[dict, plt.Figure]:
