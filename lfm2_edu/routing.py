@@ -21,10 +21,15 @@ The metrics, and where they come from:
     noise floor       the MaxVio of a uniformly random router on the same N tokens, E experts, top-k:
                       what chance alone gives on a finite sample (printed beside every MaxVio)
     router entropy    -sum_e p_e log p_e / log E,  p = s / sum_e s (the sigmoid scores of ALL E experts
-                      normalised to sum to 1, as norm_topk_prob normalises the chosen k)
+                      normalised to sum to 1); it hardly varies between tokens: prefer the margin
     margin            k-th minus (k+1)-th largest selection score: how far a token was from another set
+                      (this course's measure of how close a routing decision was)
+    bias override     sum of the k largest unbiased scores minus the unbiased scores of the chosen k:
+                      the router preference the balancing bias overrides at a token, 0 where it changes
+                      nothing (this course's; the bias is Loss-Free Balancing's, Wang et al. 2024)
     re-routing        tokens whose set of k experts changes when expert_bias is zeroed (DeepSeek-V3's
-                      balancing bias: it only chooses, it never weighs)
+                      balancing bias: it only chooses, it never weighs); its control re-routes the same
+                      share of tokens to random experts (random_rerouting)
 
 Uniform baselines: a share k/E of the tokens visits each expert; with independent uniform routing
 two tokens share a first choice with probability 1/E and any expert with 1 - C(E-k, k) / C(E, k).
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .moe import Routing, mixing_weights
 from .trace import Capture
 
 
@@ -150,6 +156,24 @@ def rerouted_without_bias(scores: torch.Tensor, selected: torch.Tensor) -> torch
     k = selected.shape[-1]
     unbiased = torch.topk(scores, k, dim=-1).indices  # (..., k)
     return (unbiased.sort(-1).values != selected.sort(-1).values).any(-1)
+
+
+def bias_override(scores: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """(..., E) unbiased scores, (..., k) experts chosen with the bias -> (...) >= 0: how much unbiased
+    score the bias trades away at each token, sum(top-k of s) - sum(s of the chosen). 0 where the
+    bias changes nothing; large where it overrides a clear preference of the router."""
+    k = selected.shape[-1]
+    best = torch.topk(scores.float(), k, dim=-1).values.sum(-1)  # (...,) what the router alone would take
+    return (best - scores.float().gather(-1, selected.long()).sum(-1)).clamp_min(0)  # (...,)
+
+
+def quantiles(values: torch.Tensor) -> dict[str, float]:
+    """The spread of a per-token measure: mean, 10th percentile, median and 90th percentile."""
+    v = values.detach().flatten().float().cpu()
+    if v.numel() == 0:
+        raise ValueError("quantiles: expected at least one value, found none")
+    p10, p50, p90 = v.quantile(torch.tensor([0.1, 0.5, 0.9])).tolist()
+    return {"mean": float(v.mean()), "p10": p10, "median": p50, "p90": p90}
 
 
 # -------------------------------------------------------------------------------- specialisation
@@ -303,7 +327,8 @@ def log_table(log: dict, key: str, step: int = -1) -> tuple[list[int], torch.Ten
 
 # ---------------------------------------------------------------------------- from a model run
 def moe_layers(config) -> list[int]:
-    return [i for i in range(config.num_hidden_layers) if config.is_moe_layer(i)]
+    """The MoE layers of a config (config.moe_layers; kept for the chapters that call it)."""
+    return config.moe_layers
 
 
 @dataclass
@@ -366,7 +391,7 @@ def route_tokens(model, tokenizer, token_ids: list[int], layers: list[int] | Non
         scores=per_token("scores"),
         selection_scores=per_token("selection_scores"),
         expert_bias=[None if b is None else b.float().tolist() for b in biases],
-        dense_layers=[i for i in range(cfg.num_hidden_layers) if not cfg.is_moe_layer(i)],
+        dense_layers=cfg.dense_layers,
     )
 
 
@@ -407,6 +432,39 @@ def expert_bias_zeroed(model, layers: list[int] | None = None):
 
 
 @torch.no_grad()
+def intervention_effect(model, sequences: torch.Tensor, intervention, batch_size: int = 4) -> dict:
+    """Run (N, T) token sequences as they are, then inside `intervention()` (a function that returns
+    a context manager changing the routing, e.g. `lambda: expert_bias_zeroed(model)`), and compare:
+
+    -> {"rerouted": {MoE layer: (N, T) bool, the token's set of experts differs from the plain run},
+        "kl": (N, T) KL(p plain || p changed) of the next-token distributions, in nats,
+        "top1_changed": (N, T) bool, the most likely next token changed}
+    """
+    moe = model.config.moe_layers
+    patterns = [f"layers.{i}.moe.selected" for i in moe]
+    out = {"rerouted": {i: [] for i in moe}, "kl": [], "top1_changed": []}
+    for start in range(0, sequences.shape[0], batch_size):
+        ids = sequences[start:start + batch_size].to(model.device)  # (b, T)
+        runs = []
+        for changed in (False, True):
+            cap = Capture(*patterns)
+            if changed:
+                with intervention():
+                    logits = model(ids, capture=cap).logits.float()  # (b, T, V)
+            else:
+                logits = model(ids, capture=cap).logits.float()
+            runs.append((logits, {i: cap[f"layers.{i}.moe.selected"].sort(-1).values for i in moe}))  # sets
+        (plain, sets), (changed_logits, changed_sets) = runs
+        logp, logq = plain.log_softmax(-1), changed_logits.log_softmax(-1)  # (b, T, V)
+        out["kl"].append((logp.exp() * (logp - logq)).sum(-1).clamp_min(0).cpu())  # (b, T)
+        out["top1_changed"].append((plain.argmax(-1) != changed_logits.argmax(-1)).cpu())  # (b, T)
+        for i in moe:
+            out["rerouted"][i].append((sets[i] != changed_sets[i]).any(-1).cpu())  # (b, T)
+    return {"rerouted": {i: torch.cat(v) for i, v in out["rerouted"].items()},
+            "kl": torch.cat(out["kl"]), "top1_changed": torch.cat(out["top1_changed"])}
+
+
+@torch.no_grad()
 def bias_ablation(model, token_ids: list[int], layers: list[int] | None = None) -> dict:
     """Run the tokens with and without expert_bias in `layers` (default: every MoE layer).
 
@@ -417,31 +475,128 @@ def bias_ablation(model, token_ids: list[int], layers: list[int] | None = None) 
         "top1_changed": (T,) bool, the most likely next token changed}
     The biases are restored afterwards, whatever happens.
     """
-    cfg = model.config
-    moe = moe_layers(cfg)
+    moe = model.config.moe_layers
     zeroed = moe if layers is None else list(layers)
     if any(i not in moe for i in zeroed):
         raise ValueError(f"bias_ablation: expected MoE layers among {moe}, found {zeroed}")
-    ids = torch.tensor([token_ids], device=model.device)
-    patterns = [f"layers.{i}.moe.selected" for i in moe]
-    runs = []
-    for ablate in (False, True):
-        cap = Capture(*patterns)
-        if ablate:
-            with expert_bias_zeroed(model, zeroed):
-                logits = model(ids, capture=cap).logits[0].float()  # (T, V)
-        else:
-            logits = model(ids, capture=cap).logits[0].float()
-        runs.append((logits, {i: cap[f"layers.{i}.moe.selected"][0] for i in moe}))
-    (with_bias, sel_with), (without, sel_without) = runs
-    logp, logq = with_bias.log_softmax(-1), without.log_softmax(-1)
-    return {
-        "zeroed": zeroed,
-        "has_bias": any(model.layers[i].feed_forward.expert_bias is not None for i in zeroed),
-        "rerouted": {i: (sel_with[i].sort(-1).values != sel_without[i].sort(-1).values).any(-1).cpu() for i in moe},
-        "kl": (logp.exp() * (logp - logq)).sum(-1).clamp_min(0).cpu(),
-        "top1_changed": (with_bias.argmax(-1) != without.argmax(-1)).cpu(),
-    }
+    effect = intervention_effect(model, torch.tensor([token_ids]), lambda: expert_bias_zeroed(model, zeroed))
+    return {"zeroed": zeroed,
+            "has_bias": any(model.layers[i].feed_forward.expert_bias is not None for i in zeroed),
+            "rerouted": {i: r[0] for i, r in effect["rerouted"].items()},
+            "kl": effect["kl"][0], "top1_changed": effect["top1_changed"][0]}
+
+
+REROUTING_MODES = ("swap_one", "random_set")
+
+
+def _reroute(block, r, share: float, mode: str, generator: torch.Generator):
+    """A Routing with round(share * N) of its N tokens, drawn at random, sent to other experts:
+    swap_one: the last of the k seats (the chosen expert with the lowest selection score) goes to a
+              random expert outside the set, as zeroing the bias mostly swaps that seat;
+    random_set: k distinct random experts, a set other than the chosen one.
+    The weights of those tokens are recomputed from their unbiased scores (moe.mixing_weights)."""
+    N, k = r.selected.shape
+    E = r.scores.shape[-1]
+    n = round(share * N)
+    if n == 0:
+        return r
+    rows = torch.randperm(N, generator=generator)[:n].to(r.selected.device)  # (n,) the tokens to move
+    old = r.selected[rows].cpu()  # (n, k)
+    if mode == "swap_one":
+        taken = torch.zeros(n, E, dtype=torch.bool).scatter_(1, old, True)  # (n, E) the chosen set
+        draw = torch.rand(n, E, generator=generator).masked_fill(taken, -1.0)  # (n, E): chosen ones never win
+        new = old.clone()
+        new[:, k - 1] = draw.argmax(-1)  # (n,) a random expert outside the set
+    else:
+        new = torch.rand(n, E, generator=generator).topk(k, dim=-1).indices  # (n, k) k distinct experts
+        same = (new.sort(-1).values == old.sort(-1).values).all(-1)  # (n,) drew the old set: draw again
+        while same.any():
+            new[same] = torch.rand(int(same.sum()), E, generator=generator).topk(k, dim=-1).indices
+            same = (new.sort(-1).values == old.sort(-1).values).all(-1)
+    selected, weights = r.selected.clone(), r.weights.clone()
+    selected[rows] = new.to(selected.device)
+    weights[rows] = mixing_weights(r.scores[rows], selected[rows], block.norm_topk_prob,
+                                   block.routed_scaling_factor)  # (n, k)
+    return Routing(r.logits, r.scores, r.selection_scores, selected, weights)
+
+
+@contextmanager
+def random_rerouting(model, share: float | dict[int, float], seed: int | torch.Generator = 0,
+                     mode: str = "swap_one", layers: list[int] | None = None):
+    """Inside the block, every call of the router in `layers` (default: every MoE layer) sends
+    round(share * N) of its N tokens, drawn at random, to other experts (see _reroute for the
+    modes). share: one number for every layer, or {layer: share}; seed: a seed, or a generator
+    whose draws go on from one block to the next (the batches of one experiment).
+    The control for zeroing the bias: as many tokens re-routed, but to random experts. The routers
+    are restored afterwards, whatever happened; the model's weights are never touched.
+
+    The blocks' own `route` is wrapped (an attribute on each block shadows the method), so the
+    forward pass, the capture points and the cache run unchanged around it."""
+    moe = model.config.moe_layers
+    layers = moe if layers is None else list(layers)
+    if any(i not in moe for i in layers):
+        raise ValueError(f"random_rerouting: expected MoE layers among {moe}, found {layers}")
+    if mode not in REROUTING_MODES:
+        raise ValueError(f"random_rerouting: expected mode in {REROUTING_MODES}, found {mode!r}")
+    shares = share if isinstance(share, dict) else {i: share for i in layers}
+    if any(i not in shares for i in layers) or not all(0.0 <= shares[i] <= 1.0 for i in layers):
+        raise ValueError(f"random_rerouting: expected a share in [0, 1] for each of the layers {layers}, found {share}")
+    if model.config.num_experts <= model.config.num_experts_per_tok and any(shares[i] > 0 for i in layers):
+        raise ValueError(f"random_rerouting: with k = E = {model.config.num_experts} there is no other expert to "
+                         f"send a token to")
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    blocks = {i: model.layers[i].feed_forward for i in layers}
+    own = {i: block.__dict__.get("route") for i, block in blocks.items()}  # a wrapper already there, if nested
+    try:
+        for i, block in blocks.items():
+            def route(x, block=block, inner=block.route, share=shares[i]):
+                return _reroute(block, inner(x), share, mode, generator)
+            block.route = route
+        yield model
+    finally:
+        for i, block in blocks.items():
+            if own[i] is None:
+                block.__dict__.pop("route", None)  # the class's method again
+            else:
+                block.route = own[i]
+
+
+def _effect_summary(effect: dict) -> dict:
+    return {"rerouted": {i: float(r.float().mean()) for i, r in effect["rerouted"].items()},
+            "kl_mean": float(effect["kl"].mean()), "kl_median": float(effect["kl"].median()),
+            "top1_changed": float(effect["top1_changed"].float().mean())}
+
+
+@torch.no_grad()
+def rerouting_control(model, sequences: torch.Tensor, seeds: tuple[int, ...] = (0, 1, 2), mode: str = "swap_one",
+                      batch_size: int = 4) -> dict:
+    """Does the bias's re-routing matter more or less than re-routing as many tokens at random?
+
+    On (N, T) sequences: the direct share of each MoE layer (its tokens whose top-k changes when
+    only that layer's bias is dropped, on the plain run's inputs: rerouted_without_bias) is re-routed
+    at random (random_rerouting, one run per seed), and compared with zeroing every bias. Both runs
+    also re-route tokens downstream of a change, so their measured re-routed shares are given too.
+
+    -> {"share": {layer: direct share}, "mode": mode, "tokens": N * T,
+        "bias_zeroed": {"rerouted": {layer: share}, "kl_mean", "kl_median", "top1_changed", "effect": raw},
+        "random": [the same for each seed, with "seed"]}   (raw: what intervention_effect returns)
+    """
+    if not model.config.moe_layers:
+        raise ValueError(f"rerouting_control: expected a model with MoE layers, found model_type "
+                         f"'{model.config.model_type}' with none")
+    if sequences.dim() != 2:
+        raise ValueError(f"rerouting_control: expected (N, T) token sequences, found shape {tuple(sequences.shape)}")
+    plain = collect_routing(model, sequences, batch_size, names=("selected", "scores"))
+    share = {i: float(rerouted_without_bias(r["scores"], r["selected"]).float().mean()) for i, r in plain.items()}
+    bias = intervention_effect(model, sequences, lambda: expert_bias_zeroed(model), batch_size)
+    out = {"share": share, "mode": mode, "tokens": sequences.numel(),
+           "bias_zeroed": {**_effect_summary(bias), "effect": bias}, "random": []}
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)  # one stream of draws over all batches
+        effect = intervention_effect(model, sequences, lambda: random_rerouting(model, share, generator, mode),
+                                     batch_size)
+        out["random"].append({"seed": seed, **_effect_summary(effect), "effect": effect})
+    return out
 
 
 def stand_in_model(vocab_size: int, seed: int = 0):

@@ -9,6 +9,7 @@ import torch
 from lfm2_edu import Capture
 from lfm2_edu import routing as R
 from lfm2_edu.cli import format_route
+from lfm2_edu.moe import mixing_weights
 from reference import tiny_config
 from test_cache import random_model
 
@@ -340,3 +341,120 @@ def test_log_balance_gives_the_noise_floor_of_one_logged_batch():
     log = {"steps": [0], "config": {"batch_size": 2, "seq_len": 5},  # 10 tokens, k = 2: 20 slots per layer
            "load": [{"2": [8, 4, 4, 4], "3": [5, 5, 5, 5]}]}
     assert R.log_balance(log)["noise_floor"] == R.max_violation_noise_floor(10, 4, 2)
+
+
+# ----------------------------------------------------------------------------- per-token measures
+def test_bias_override_known_values():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.2], [0.9, 0.8, 0.1, 0.2], [0.5, 0.5, 0.5, 0.5]])
+    selected = torch.tensor([[1, 0], [0, 3], [2, 3]])  # same set reordered; 0.8 given up for 0.2; a tie
+    assert R.bias_override(scores, selected).tolist() == pytest.approx([0.0, 0.6, 0.0], abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(50, 8, generator=g)
+    selected = torch.topk(scores + 0.3 * torch.randn(8, generator=g), 2).indices  # chosen with a bias
+    over = R.bias_override(scores, selected)
+    assert ((over > 0) == R.rerouted_without_bias(scores, selected)).all()  # > 0 exactly where it re-routes
+
+
+def test_quantiles_known_values():
+    q = R.quantiles(torch.arange(11.0))  # 0, 1, ..., 10
+    assert q == pytest.approx({"mean": 5.0, "p10": 1.0, "median": 5.0, "p90": 9.0})
+    with pytest.raises(ValueError, match="at least one value"):
+        R.quantiles(torch.tensor([]))
+
+
+# ------------------------------------------------------------------- the random re-routing control
+def _own_choice_changed(cap, i, k):
+    """(N,) bool: the experts used differ from the layer's own top-k of its selection scores."""
+    own = torch.topk(cap[f"layers.{i}.moe.selection_scores"], k, dim=-1).indices.reshape(-1, k)
+    used = cap[f"layers.{i}.moe.selected"].reshape(-1, k)
+    return (own.sort(-1).values != used.sort(-1).values).any(-1)
+
+
+@torch.no_grad()
+def test_random_rerouting_of_no_token_changes_nothing():
+    model = random_model(tiny_config())
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(3))
+    plain = model(ids).logits
+    with R.random_rerouting(model, 0.0, seed=1):
+        assert torch.equal(model(ids).logits, plain)  # identical, not just close
+    effect = R.intervention_effect(model, ids, lambda: R.random_rerouting(model, 0.0))
+    assert not any(r.any() for r in effect["rerouted"].values())
+    assert effect["kl"].abs().max() == 0 and not effect["top1_changed"].any()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", R.REROUTING_MODES)
+def test_random_rerouting_moves_exactly_the_share_asked(mode):
+    model = random_model(tiny_config())
+    ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(4))  # 20 tokens per router call
+    for share, moved in ((1.0, 20), (0.25, 5)):
+        cap = Capture("layers.*.moe.*")
+        with R.random_rerouting(model, share, seed=0, mode=mode):
+            model(ids, capture=cap)
+        for i in (1, 2, 3):
+            assert int(_own_choice_changed(cap, i, 2).sum()) == moved  # every layer, exactly round(share * N)
+            block = model.layers[i].feed_forward
+            scores, sel = cap[f"layers.{i}.moe.scores"].reshape(-1, 6), cap[f"layers.{i}.moe.selected"].reshape(-1, 2)
+            assert torch.allclose(cap[f"layers.{i}.moe.weights"].reshape(-1, 2),
+                                  mixing_weights(scores, sel, block.norm_topk_prob, block.routed_scaling_factor))
+            assert (sel[:, 0] != sel[:, 1]).all()  # still k distinct experts
+            if mode == "swap_one":  # only the last seat moves
+                own = torch.topk(cap[f"layers.{i}.moe.selection_scores"].reshape(-1, 6), 2).indices
+                assert torch.equal(sel[:, 0], own[:, 0])
+
+
+@torch.no_grad()
+def test_random_rerouting_is_seeded_per_layer_and_always_restored():
+    model = random_model(tiny_config())
+    ids = torch.randint(0, 97, (1, 16), generator=torch.Generator().manual_seed(5))
+    plain = model(ids).logits
+    runs = []
+    for seed in (0, 0, 1):
+        with R.random_rerouting(model, {1: 0.5, 2: 0.0, 3: 0.5}, seed=seed):
+            runs.append(model(ids).logits)
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    cap = Capture("layers.*.moe.*")
+    with R.random_rerouting(model, {2: 1.0}, layers=[2]):
+        model(ids, capture=cap)
+    assert not _own_choice_changed(cap, 1, 2).any() and _own_choice_changed(cap, 2, 2).all()
+    with pytest.raises(RuntimeError, match="boom"):
+        with R.random_rerouting(model, 1.0):
+            raise RuntimeError("boom")
+    assert all("route" not in model.layers[i].feed_forward.__dict__ for i in (1, 2, 3))  # the class's method again
+    assert torch.equal(model(ids).logits, plain)
+    for bad, match in (({"share": 1.5}, r"a share in \[0, 1\]"), ({"share": {1: 0.5}}, "for each of the layers"),
+                       ({"share": 0.5, "layers": [0]}, r"among \[1, 2, 3\], found \[0\]"),
+                       ({"share": 0.5, "mode": "swap"}, "expected mode in")):
+        with pytest.raises(ValueError, match=match):
+            with R.random_rerouting(model, **bad):
+                pass
+
+
+@torch.no_grad()
+def test_rerouting_control_forces_the_bias_direct_share():
+    model = random_model(tiny_config())
+    seqs = torch.randint(0, 97, (3, 20), generator=torch.Generator().manual_seed(6))
+    ctl = R.rerouting_control(model, seqs, seeds=(0, 1), batch_size=8)  # one router call for all 60 tokens
+    plain = R.collect_routing(model, seqs, names=("selected", "scores"))
+    for i in (1, 2, 3):
+        direct = R.rerouted_without_bias(plain[i]["scores"], plain[i]["selected"]).float().mean()
+        assert ctl["share"][i] == pytest.approx(float(direct))
+    # the first MoE layer sees the plain inputs: the bias re-routes its direct share, random the same count
+    assert ctl["bias_zeroed"]["rerouted"][1] == pytest.approx(ctl["share"][1])
+    for run in ctl["random"]:
+        assert run["rerouted"][1] == pytest.approx(round(ctl["share"][1] * 60) / 60)
+    ab = R.bias_ablation(model, seqs[0].tolist())
+    assert torch.allclose(ctl["bias_zeroed"]["effect"]["kl"][0], ab["kl"], atol=1e-6)
+    assert ctl["tokens"] == 60 and [r["seed"] for r in ctl["random"]] == [0, 1]
+    assert ctl["bias_zeroed"]["kl_mean"] > 0 and all(r["kl_mean"] > 0 for r in ctl["random"])
+
+
+@torch.no_grad()
+def test_rerouting_control_without_a_bias_re_routes_nothing():
+    model = random_model(tiny_config(use_expert_bias=False))
+    ctl = R.rerouting_control(model, torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(7)))
+    assert set(ctl["share"].values()) == {0.0}
+    for run in [ctl["bias_zeroed"], *ctl["random"]]:
+        assert run["kl_mean"] == 0.0 and run["top1_changed"] == 0.0 and set(run["rerouted"].values()) == {0.0}
+    with pytest.raises(ValueError, match=r"expected \(N, T\) token sequences, found shape \(9,\)"):
+        R.rerouting_control(model, torch.arange(9))

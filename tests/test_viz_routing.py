@@ -223,3 +223,31 @@ def test_balance_over_training_draws_the_noise_floor_of_a_batch():
     floor = fig.axes[0].lines[-1]
     assert floor.get_ydata()[0] == pytest.approx(data["noise_floor"]["with"]["p95"]) and floor.get_linestyle() == ":"
     plt.close(fig)
+
+
+# ------------------------------------------------------------------- controls and explorers
+def test_token_margins_figure(routed):
+    _, ids, table = routed
+    margin = torch.stack([R.selection_margin(table.layer(i)["selection_scores"], 2) for i in table.layers])
+    override = torch.stack([R.bias_override(table.layer(i)["scores"], table.layer(i)["selected"]) for i in table.layers])
+    data, fig = V.plot_token_margins(table.tokens, table.layers, margin, override)
+    assert np.allclose(data["margin"], margin.numpy()) and np.allclose(data["override"], override.numpy())
+    assert data["spread"]["override"] == pytest.approx(R.quantiles(override))
+    assert fig.axes[0].images[0].get_array().shape == (3, len(ids))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="expected \\(layers, tokens\\)"):
+        V.plot_token_margins(table.tokens[:-1], table.layers, margin, override)
+
+
+def test_rerouting_control_figure(routed):
+    model, ids, _ = routed
+    control = R.rerouting_control(model, torch.tensor([ids, ids[::-1]]), seeds=(0, 1))
+    data, fig = V.plot_rerouting_control(control)
+    assert data["layers"] == [1, 2, 3] and data["seeds"] == [0, 1]
+    assert data["direct_share"] == [control["share"][i] for i in (1, 2, 3)]
+    assert data["rerouted"]["random"][0] == pytest.approx(np.mean([r["rerouted"][1] for r in control["random"]]))
+    assert data["kl_mean"] == {"bias zeroed": control["bias_zeroed"]["kl_mean"],
+                               "random": [r["kl_mean"] for r in control["random"]]}
+    assert [p.get_height() for p in fig.axes[1].patches] == pytest.approx(
+        [data["kl_mean"]["bias zeroed"], *data["kl_mean"]["random"]])
+    plt.close(fig)

@@ -17,6 +17,8 @@ each plot function returns (data it drew, figure).
     plot_coactivation(matrices, k)                     N(i and j) / N(i), per layer
     plot_consecutive_share(rates, baseline)            neighbours sharing an expert, against random
     plot_model_comparison(layers, values, baselines)   a few metrics per layer, for several models
+    plot_token_margins(tokens, layers, margin, override)  how close each routing was, what the bias overrode
+    plot_rerouting_control(control)                    zeroing the bias against random re-routing (09)
 """
 
 from __future__ import annotations
@@ -585,3 +587,78 @@ __all__ = [
     "plot_entropy_margin", "plot_layer_expert_load", "plot_load_histograms", "plot_model_comparison", "plot_token_routing",
     "plot_token_scores", "plot_vocabulary_specialisation", "route_explorer", "routing_html", "token_scores",
 ]
+
+
+# ------------------------------------------------------- controls and explorers (chapters 09-11)
+def plot_token_margins(tokens: list[str], layers: list[int], margin, override) -> tuple[dict, plt.Figure]:
+    """Two heatmaps, MoE layer x token: the margin (k-th minus (k+1)-th selection score; dark: a
+    near tie for the last seat) and the bias override (unbiased score the bias traded away; 0: the
+    bias changed nothing). Unlike the router entropy, both vary from token to token; the data
+    holds their spread (routing.quantiles)."""
+    data = {"tokens": list(tokens), "layers": list(layers), "margin": _numpy(margin), "override": _numpy(override)}
+    T, L = len(tokens), len(layers)
+    if data["margin"].shape != (L, T) or data["override"].shape != (L, T):
+        raise ValueError(f"plot_token_margins: expected (layers, tokens) = {(L, T)} arrays, found "
+                         f"{data['margin'].shape} and {data['override'].shape}")
+    data["spread"] = {key: routing.quantiles(torch.as_tensor(data[key])) for key in ("margin", "override")}
+    fig, axes = plt.subplots(2, 1, figsize=(min(18.0, 3 + 0.32 * T), 2.4 + 0.6 * L), dpi=90, sharex=True)
+    for ax, key, cmap, label in ((axes[0], "margin", "viridis", "margin"),
+                                 (axes[1], "override", "cividis", "score overridden")):
+        im = ax.imshow(data[key], aspect="auto", cmap=cmap, interpolation="nearest")
+        ax.set_yticks(range(L))
+        ax.set_yticklabels([f"L{i}" for i in layers], fontsize=12)
+        ax.set_ylabel("MoE layer", fontsize=12)
+        fig.colorbar(im, ax=ax, label=label, fraction=0.025, pad=0.01)
+    axes[1].set_xticks(range(T))
+    axes[1].set_xticklabels(tokens, rotation=90, fontsize=12, family="DejaVu Sans Mono")
+    m, o = data["spread"]["margin"], data["spread"]["override"]
+    axes[0].set_title(f"Margin: k-th minus (k+1)-th selection score (dark: a near tie); "
+                      f"10-90%: {m['p10']:.3f}-{m['p90']:.3f}", fontsize=12)
+    axes[1].set_title(f"Bias override: sum of the top-k scores minus the chosen experts' (0: bias changed nothing); "
+                      f"10-90%: {o['p10']:.3f}-{o['p90']:.3f}", fontsize=12)
+    return data, fig
+
+
+def plot_rerouting_control(control: dict) -> tuple[dict, plt.Figure]:
+    """Zeroing expert_bias against re-routing the same direct share of tokens at random
+    (routing.rerouting_control): per layer the share of tokens re-routed, then the mean next-token
+    KL and the share of positions whose most likely next token changes, one bar per random seed."""
+    layers = sorted(control["share"])
+    bias, rand = control["bias_zeroed"], control["random"]
+    data = {"layers": layers, "direct_share": [control["share"][i] for i in layers], "mode": control["mode"],
+            "rerouted": {"bias zeroed": [bias["rerouted"][i] for i in layers],
+                         "random": [float(np.mean([r["rerouted"][i] for r in rand])) if rand else float("nan")
+                                    for i in layers]},
+            "kl_mean": {"bias zeroed": bias["kl_mean"], "random": [r["kl_mean"] for r in rand]},
+            "top1_changed": {"bias zeroed": bias["top1_changed"], "random": [r["top1_changed"] for r in rand]},
+            "seeds": [r["seed"] for r in rand]}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=90, gridspec_kw={"width_ratios": [2, 1, 1]})
+    x = np.arange(len(layers))
+    ax = axes[0]
+    ax.bar(x - 0.2, data["rerouted"]["bias zeroed"], width=0.4, color="#0072B2", label="bias zeroed")
+    ax.bar(x + 0.2, data["rerouted"]["random"], width=0.4, color="#E69F00", hatch="//", label="random (mean of seeds)")
+    ax.scatter(x, data["direct_share"], color="black", marker="_", s=400, zorder=3, label="direct share (forced)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"L{i}" for i in layers], fontsize=12)
+    ax.set_ylabel("share of tokens re-routed", fontsize=12)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=12, loc="upper left")
+    ax.set_title(f"Re-routed tokens per MoE layer ({control['tokens']} tokens)", fontsize=12)
+    names = ["bias\nzeroed"] + [f"random\nseed {s}" for s in data["seeds"]]
+    colours = ["#0072B2"] + ["#E69F00"] * len(rand)
+    for ax, key, label in ((axes[1], "kl_mean", "mean KL, nats"), (axes[2], "top1_changed", "share of positions")):
+        values = [data[key]["bias zeroed"], *data[key]["random"]]
+        ax.bar(range(len(values)), values, color=colours)
+        for n, v in enumerate(values):
+            ax.text(n, v, f"{v:.3f}", ha="center", va="bottom", fontsize=12)
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels(names, fontsize=12)
+        ax.set_ylabel(label, fontsize=12)
+    axes[1].set_title("next-token distribution change", fontsize=12)
+    axes[2].set_title("most likely next token changed", fontsize=12)
+    fig.suptitle(f"Zeroing expert_bias against random re-routing of the same share ({control['mode']})", fontsize=13)
+    fig.tight_layout()
+    return data, fig
+
+
+__all__ += ["plot_rerouting_control", "plot_token_margins"]
