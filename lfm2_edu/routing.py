@@ -33,6 +33,12 @@ The metrics, and where they come from:
 
 Uniform baselines: a share k/E of the tokens visits each expert; with independent uniform routing
 two tokens share a first choice with probability 1/E and any expert with 1 - C(E-k, k) / C(E, k).
+
+Whole analyses, for any checkpoint (chapters 09-11 and `lfm2-edu routing-report` call them):
+    held_out_analysis(model, windows)      every metric above per MoE layer, on {domain: (N, T+1)} windows
+    compare_routing(model, windows)        the same for the model, its bias zeroed, and an untrained twin
+    summary_table(analyses)                one number per metric, layer and model, beside its baseline
+    rerouting_control(model, sequences)    zeroing the bias against re-routing as many tokens at random
 """
 
 from __future__ import annotations
@@ -597,6 +603,241 @@ def rerouting_control(model, sequences: torch.Tensor, seeds: tuple[int, ...] = (
                                      batch_size)
         out["random"].append({"seed": seed, **_effect_summary(effect), "effect": effect})
     return out
+
+
+# ---------------------------------------------------------------------- held-out routing, whole
+HELD_OUT_FILE = "held_out.safetensors"  # beside a checkpoint's weights: {domain: (N, T+1) token windows}
+
+
+def _check_windows(windows: dict, vocab_size: int, drop_first: bool) -> None:
+    if not isinstance(windows, dict) or not windows:
+        raise ValueError(f"windows: expected {{domain: (N, T+1) token tensor}}, found {type(windows).__name__} "
+                         f"{'(empty)' if isinstance(windows, dict) else ''}")
+    need = 3 if drop_first else 2  # two tokens left to pair as neighbours
+    for d, w in windows.items():
+        if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.dtype.is_floating_point or w.dtype == torch.bool:
+            raise ValueError(f"windows[{d!r}]: expected a 2-D tensor of token ids, found "
+                             f"{type(w).__name__ if not isinstance(w, torch.Tensor) else f'{w.dtype} of shape {tuple(w.shape)}'}")
+        if w.shape[0] < 1 or w.shape[1] < need:
+            raise ValueError(f"windows[{d!r}]: expected at least 1 window of {need} tokens, found shape {tuple(w.shape)}")
+        if int(w.min()) < 0 or int(w.max()) >= vocab_size:
+            raise ValueError(f"windows[{d!r}]: expected token ids in [0, {vocab_size}), found {int(w.min())}..{int(w.max())}")
+
+
+def route_windows(model, windows: dict[str, torch.Tensor], drop_first: bool = True, batch_size: int = 4,
+                  names: tuple[str, ...] = ("selected", "scores", "selection_scores")) -> tuple[dict, dict]:
+    """Route {domain: (N, T+1)} windows -> (token_ids {domain: (N, T)}, {domain: {MoE layer: {name:
+    (N, T, ...)}}}). drop_first drops position 0 from both: windows lead with bos, the same token
+    in every window, which would otherwise count as N identical tokens."""
+    _check_windows(windows, model.config.vocab_size, drop_first)
+    cut = 1 if drop_first else 0
+    ids, routed = {}, {}
+    for d, w in windows.items():
+        r = collect_routing(model, w.long(), batch_size, names)  # {layer: {name: (N, T+1, ...)}}
+        ids[d] = w[:, cut:].long()  # (N, T)
+        routed[d] = {i: {n: t[:, cut:] for n, t in per.items()} for i, per in r.items()}
+    return ids, routed
+
+
+@torch.no_grad()
+def held_out_analysis(model, windows: dict[str, torch.Tensor], drop_first: bool = True, min_count: int = 10,
+                      batch_size: int = 4) -> dict:
+    """Every routing metric of this module, per MoE layer, on held-out {domain: (N, T+1)} windows.
+
+    -> {"domains", "tokens": {domain: n}, "num_experts", "k", "layers",
+        "noise_floor": MaxVio of a uniform router on all the tokens {"mean", "p95"},
+        "consecutive_baseline", "coactivation_baseline": (k-1)/(E-1),
+        "per_layer": {layer: {"load" (E,), "max_violation", "cv", "entropy",
+                              "domain_specialisation" {domain: (E,)}, "top_specialisation" {domain, expert,
+                              share, ratio (to k/E)}, "domain_information" (bits), "vocabulary_consistency"
+                              (tokens seen >= min_count times), "coactivation" (E, E), "top_coactivation"
+                              {pair, share, ratio (to uniform)}, "consecutive" {first, any},
+                              "rerouted_without_bias" (share), "margin" and "bias_override" (quantiles)}},
+        "token_ids": {domain: (N, T)}, "selected": {domain: {layer: (N, T, k)}}}
+    Sequences of one domain must share T; domains may differ."""
+    cfg = model.config
+    if not cfg.moe_layers:
+        raise ValueError(f"held_out_analysis: expected a model with MoE layers, found model_type "
+                         f"'{cfg.model_type}' with none")
+    E, k = cfg.num_experts, cfg.num_experts_per_tok
+    ids, routed = route_windows(model, windows, drop_first, batch_size)
+    domains = list(ids)
+    n_tokens = {d: ids[d].numel() for d in domains}
+    all_ids = torch.cat([ids[d].reshape(-1) for d in domains])  # (N,)
+    pairs = {d: ids[d].shape[0] * (ids[d].shape[1] - 1) for d in domains}  # neighbouring pairs per domain
+    co_base = (k - 1) / (E - 1) if E > 1 else 0.0
+    per_layer = {}
+    for i in cfg.moe_layers:
+        sel = {d: routed[d][i]["selected"] for d in domains}  # (N_d, T_d, k) each
+        flat = torch.cat([sel[d].reshape(-1, k) for d in domains])  # (N, k), in the order of all_ids
+        scores = torch.cat([routed[d][i]["scores"].reshape(-1, E) for d in domains]).float()  # (N, E)
+        selection = torch.cat([routed[d][i]["selection_scores"].reshape(-1, E) for d in domains]).float()  # (N, E)
+        load = expert_load(flat, E)
+        spec = domain_specialisation(sel, E)
+        best_d, best_e = max(((d, e) for d in domains for e in range(E)), key=lambda de: float(spec[de[0]][de[1]]))
+        coact = coactivation(flat, E)
+        a, b = divmod(int(coact.argmax()), E)
+        near = {d: consecutive_share(sel[d]) for d in domains}
+        per_layer[i] = {
+            "load": load, **load_metrics(load),
+            "domain_specialisation": spec,
+            "top_specialisation": {"domain": best_d, "expert": best_e, "share": float(spec[best_d][best_e]),
+                                   "ratio": float(spec[best_d][best_e]) / (k / E)},
+            "domain_information": domain_information(sel, E),
+            "vocabulary_consistency": vocabulary_consistency(vocabulary_specialisation(all_ids, flat, E), min_count),
+            "coactivation": coact,
+            "top_coactivation": {"pair": (a, b), "share": float(coact[a, b]),
+                                 "ratio": float(coact[a, b]) / co_base if co_base else float("nan")},
+            "consecutive": {key: sum(near[d][key] * pairs[d] for d in domains) / sum(pairs.values())
+                            for key in ("first", "any")},
+            "rerouted_without_bias": float(rerouted_without_bias(scores, flat).float().mean()),
+            "margin": quantiles(selection_margin(selection, k)) if k < E else None,
+            "bias_override": quantiles(bias_override(scores, flat)),
+        }
+    return {"domains": domains, "tokens": n_tokens, "num_experts": E, "k": k, "layers": cfg.moe_layers,
+            "noise_floor": max_violation_noise_floor(sum(n_tokens.values()), E, k),
+            "consecutive_baseline": consecutive_baseline(E, k), "coactivation_baseline": co_base,
+            "per_layer": per_layer, "token_ids": ids,
+            "selected": {d: {i: routed[d][i]["selected"] for i in cfg.moe_layers} for d in domains}}
+
+
+def untrained_twin(model, seed: int = 0):
+    """The model's architecture with the weights training starts from (train.init_weights: N(0, 0.02)
+    matrices, unit norms, zero expert_bias), seeded, in fp32 on the model's device. The global
+    random state is left as it was."""
+    from .model import LFM2Model
+    from .train import init_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        twin = init_weights(LFM2Model(model.config))
+    return twin.to(model.device).eval()
+
+
+def compare_routing(model, windows: dict[str, torch.Tensor], untrained: bool = True, seed: int = 0,
+                    **analysis_options) -> dict[str, dict]:
+    """held_out_analysis of the model ("trained"), of the model with its expert_bias zeroed ("trained,
+    bias zeroed"; left out when it has no bias) and of its untrained twin of the same shape
+    ("untrained"; untrained=False leaves it out: it needs the fp32 memory of the whole model)."""
+    out = {"trained": held_out_analysis(model, windows, **analysis_options)}
+    if any(model.layers[i].feed_forward.expert_bias is not None for i in model.config.moe_layers):
+        with expert_bias_zeroed(model):
+            out["trained, bias zeroed"] = held_out_analysis(model, windows, **analysis_options)
+    if untrained:
+        out["untrained"] = held_out_analysis(untrained_twin(model, seed), windows, **analysis_options)
+    return out
+
+
+# metric -> (where it comes from, its value in one layer's analysis, its baseline in the analysis or None)
+SUMMARY_METRICS = {
+    "MaxVio": ("Wang et al. 2024, Loss-Free Balancing; baseline: the noise floor, p95",
+               lambda layer: layer["max_violation"], lambda a: a["noise_floor"]["p95"]),
+    "I(expert; domain), bits": ("domain information (this course), over OLMoE's domain counts",
+                                lambda layer: layer["domain_information"], lambda a: 0.0),
+    "top domain share / (k/E)": ("OLMoE sec. 5, domain specialisation",
+                                 lambda layer: layer["top_specialisation"]["ratio"], lambda a: 1.0),
+    "token-id consistency": ("OLMoE sec. 5, vocabulary specialisation (compare untrained)",
+                             lambda layer: layer["vocabulary_consistency"], lambda a: None),
+    "top co-activation / uniform": ("OLMoE sec. 5, co-activation",
+                                    lambda layer: layer["top_coactivation"]["ratio"], lambda a: 1.0),
+    "same first choice, neighbours": ("Mixtral sec. 5", lambda layer: layer["consecutive"]["first"],
+                                      lambda a: a["consecutive_baseline"]["first"]),
+    "any expert shared, neighbours": ("Mixtral sec. 5", lambda layer: layer["consecutive"]["any"],
+                                      lambda a: a["consecutive_baseline"]["any"]),
+    "re-routed without the bias": ("share of tokens whose top-k changes when expert_bias is dropped",
+                                   lambda layer: layer["rerouted_without_bias"], lambda a: None),
+    "median margin": ("k-th minus (k+1)-th selection score (this course)",
+                      lambda layer: layer["margin"]["median"] if layer["margin"] else float("nan"), lambda a: None),
+}
+
+
+def summary_table(analyses: dict[str, dict]) -> dict:
+    """One number per metric, MoE layer and model from held_out_analysis results (compare_routing's)
+    -> {"layers", "tokens", "metrics", "sources", "values": {model: {metric: [per layer]}},
+        "baselines": {metric: number or None}}; values and baselines are what
+    viz.routing.plot_model_comparison draws."""
+    if not analyses:
+        raise ValueError("summary_table: expected at least one analysis, found none")
+    first = next(iter(analyses.values()))
+    for name, a in analyses.items():
+        if a["layers"] != first["layers"] or a["tokens"] != first["tokens"]:
+            raise ValueError(f"summary_table: expected analyses of the same layers and windows, found "
+                             f"{name!r} with layers {a['layers']} and tokens {a['tokens']}, not {first['layers']} "
+                             f"and {first['tokens']}")
+    return {"layers": list(first["layers"]), "tokens": sum(first["tokens"].values()), "metrics": list(SUMMARY_METRICS),
+            "sources": {m: src for m, (src, _, _) in SUMMARY_METRICS.items()},
+            "values": {name: {m: [get(a["per_layer"][i]) for i in a["layers"]]
+                              for m, (_, get, _) in SUMMARY_METRICS.items()} for name, a in analyses.items()},
+            "baselines": {m: base(first) for m, (_, _, base) in SUMMARY_METRICS.items()}}
+
+
+def format_summary_table(table: dict) -> str:
+    """summary_table as text: a block per metric, a row per model and one for the baseline, a column per layer."""
+    width = max(28, *(len(name) + 2 for name in table["values"]))
+    lines = [" " * width + "".join(f"L{i}".rjust(8) for i in table["layers"])]
+    for m in table["metrics"]:
+        lines.append(f"{m}  ({table['sources'][m]})")
+        for name, values in table["values"].items():
+            lines.append(f"  {name}".ljust(width) + "".join(f"{v:8.3f}" for v in values[m]))
+        if table["baselines"][m] is not None:
+            label = "  noise floor (p95)" if m == "MaxVio" else "  uniform random routing"
+            lines.append(label.ljust(width) + f"{table['baselines'][m]:8.3f}" * len(table["layers"]))
+    return "\n".join(lines)
+
+
+def load_held_out(folder) -> dict[str, torch.Tensor] | None:
+    """The held-out windows a checkpoint ships ({domain: (N, T+1)} in HELD_OUT_FILE), or None."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from .tiny.corpus import DOMAINS
+
+    path = Path(folder) / HELD_OUT_FILE
+    if not path.is_file():
+        return None
+    windows = load_file(str(path))
+    for d, w in windows.items():
+        if w.dim() != 2 or w.dtype.is_floating_point:
+            raise ValueError(f"{path.name}: expected (N, T+1) token ids per domain, found {d!r}: {w.dtype} "
+                             f"of shape {tuple(w.shape)}")
+    order = sorted(windows, key=lambda d: (DOMAINS.index(d) if d in DOMAINS else len(DOMAINS), d))
+    return {d: windows[d].long() for d in order}
+
+
+def text_windows(tokenizer, texts: dict[str, str], seq_len: int = 128, max_windows: int = 8) -> dict[str, torch.Tensor]:
+    """{domain: text} -> {domain: (N, T+1)} consecutive windows of T = seq_len tokens, each led by bos."""
+    from .tiny.data import validation_windows
+
+    out = {}
+    for d, text in texts.items():
+        ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)  # (n,)
+        if len(ids) < seq_len + 1:
+            raise ValueError(f"text {d!r}: expected at least {seq_len + 1} tokens for one window of {seq_len}, "
+                             f"found {len(ids)} (give more text or a smaller seq_len)")
+        out[d] = validation_windows(ids, seq_len, max_windows)  # (N, T+1)
+    return out
+
+
+def corpus_windows(tokenizer, seq_len: int = 128, max_windows: int = 8) -> dict[str, torch.Tensor]:
+    """{domain: (N, T+1)} windows of the held-out documents of the shipped model's corpus, rebuilt
+    offline (lfm2_edu.tiny.corpus: about a minute), as chapter 11 routes them."""
+    from .tiny.corpus import EOT, build_corpus
+    from .tiny.data import token_stream, validation_windows
+
+    if tokenizer.token_to_id(EOT) is None:
+        raise ValueError(f"corpus_windows: expected a tokenizer with {EOT} (it separates documents), found none")
+    corpus = build_corpus(seed=0)
+    return {d: validation_windows(token_stream(tokenizer.backend, docs), seq_len, max_windows)
+            for d, docs in corpus.valid.items()}
+
+
+def held_out_windows(folder, tokenizer, seq_len: int = 128, max_windows: int = 8) -> tuple[dict, str]:
+    """(windows, where they come from): those the checkpoint ships, else the corpus's held-out split."""
+    shipped = load_held_out(folder)
+    if shipped is not None:
+        return shipped, f"{HELD_OUT_FILE}, shipped with the checkpoint"
+    return corpus_windows(tokenizer, seq_len, max_windows), "the held-out split of lfm2_edu's corpus, rebuilt offline"
 
 
 def stand_in_model(vocab_size: int, seed: int = 0):

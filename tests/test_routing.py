@@ -458,3 +458,146 @@ def test_rerouting_control_without_a_bias_re_routes_nothing():
         assert run["kl_mean"] == 0.0 and run["top1_changed"] == 0.0 and set(run["rerouted"].values()) == {0.0}
     with pytest.raises(ValueError, match=r"expected \(N, T\) token sequences, found shape \(9,\)"):
         R.rerouting_control(model, torch.arange(9))
+
+
+# ------------------------------------------------------------------------------ held-out analysis
+def hand_windows():
+    g = torch.Generator().manual_seed(8)
+    body = {"code": torch.randint(3, 20, (3, 10), generator=g), "prose": torch.randint(10, 97, (2, 12), generator=g)}
+    return {d: torch.cat([torch.ones(len(b), 1, dtype=torch.long), b], 1) for d, b in body.items()}  # bos first
+
+
+@torch.no_grad()
+def test_held_out_analysis_equals_the_metrics_on_its_routing():
+    model = random_model(tiny_config())
+    windows = hand_windows()
+    a = R.held_out_analysis(model, windows, min_count=2)
+    assert a["domains"] == ["code", "prose"] and a["tokens"] == {"code": 30, "prose": 24}  # bos dropped
+    assert a["noise_floor"] == R.max_violation_noise_floor(54, 6, 2) and a["layers"] == [1, 2, 3]
+    ids = {d: w[:, 1:] for d, w in windows.items()}
+    for i in (1, 2, 3):
+        routed = {d: R.collect_routing(model, w, names=("selected", "scores", "selection_scores"))[i]
+                  for d, w in windows.items()}
+        sel = {d: r["selected"][:, 1:] for d, r in routed.items()}
+        flat = torch.cat([sel[d].reshape(-1, 2) for d in sel])
+        L = a["per_layer"][i]
+        assert torch.equal(a["selected"]["code"][i], sel["code"]) and torch.equal(a["token_ids"]["prose"], ids["prose"])
+        assert torch.equal(L["load"], R.expert_load(flat, 6)) and L["max_violation"] == R.max_violation(L["load"])
+        spec = R.domain_specialisation(sel, 6)
+        assert all(torch.equal(L["domain_specialisation"][d], spec[d]) for d in spec)
+        top = L["top_specialisation"]
+        assert top["share"] == pytest.approx(max(float(s.max()) for s in spec.values()))
+        assert top["ratio"] == pytest.approx(top["share"] / (2 / 6))
+        assert L["domain_information"] == pytest.approx(R.domain_information(sel, 6))
+        all_ids = torch.cat([ids[d].reshape(-1) for d in ids])
+        assert L["vocabulary_consistency"] == pytest.approx(
+            R.vocabulary_consistency(R.vocabulary_specialisation(all_ids, flat, 6), 2))
+        assert torch.equal(L["coactivation"], R.coactivation(flat, 6))
+        code, prose = R.consecutive_share(sel["code"]), R.consecutive_share(sel["prose"])
+        assert L["consecutive"]["first"] == pytest.approx((code["first"] * 27 + prose["first"] * 22) / 49)  # pairs
+        scores = torch.cat([routed[d]["scores"][:, 1:].reshape(-1, 6) for d in routed])
+        assert L["rerouted_without_bias"] == pytest.approx(float(R.rerouted_without_bias(scores, flat).float().mean()))
+        selection = torch.cat([routed[d]["selection_scores"][:, 1:].reshape(-1, 6) for d in routed])
+        assert L["margin"] == pytest.approx(R.quantiles(R.selection_margin(selection, 2)))
+    kept = R.held_out_analysis(model, windows, drop_first=False, min_count=2)
+    assert kept["tokens"] == {"code": 33, "prose": 26}
+
+
+def test_held_out_analysis_rejects_bad_windows():
+    model = random_model(tiny_config())
+    good = hand_windows()
+    for bad, match in (({}, "found dict"), ({"a": torch.rand(2, 5)}, r"2-D tensor of token ids, found torch.float32"),
+                       ({"a": torch.ones(5, dtype=torch.long)}, "of shape \\(5,\\)"),
+                       ({"a": torch.ones(2, 2, dtype=torch.long)}, "at least 1 window of 3 tokens, found shape \\(2, 2\\)"),
+                       ({**good, "b": torch.full((1, 5), 97)}, r"token ids in \[0, 97\), found 97..97")):
+        with pytest.raises(ValueError, match=match):
+            R.held_out_analysis(model, bad)
+    with pytest.raises(ValueError, match="found model_type 'lfm2' with none"):
+        R.held_out_analysis(random_model(tiny_config(model_type="lfm2")), good)
+
+
+@torch.no_grad()
+def test_compare_routing_columns_and_the_untrained_twin():
+    model = random_model(tiny_config())
+    state = torch.get_rng_state()
+    twin = R.untrained_twin(model, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+    assert all(torch.equal(p, q) for p, q in zip(twin.parameters(), R.untrained_twin(model, seed=3).parameters()))
+    assert twin.layers[1].feed_forward.expert_bias.abs().sum() == 0 and twin.config is model.config
+    analyses = R.compare_routing(model, hand_windows(), min_count=2)
+    assert list(analyses) == ["trained", "trained, bias zeroed", "untrained"]
+    trained, zeroed = analyses["trained"]["per_layer"], analyses["trained, bias zeroed"]["per_layer"]
+    assert trained[1]["rerouted_without_bias"] > 0  # a random bias of size 0.3 re-routes some tokens
+    assert all(zeroed[i]["rerouted_without_bias"] == 0 for i in (1, 2, 3))  # nothing left to re-route
+    assert all(analyses["untrained"]["per_layer"][i]["rerouted_without_bias"] == 0 for i in (1, 2, 3))
+    assert model.layers[1].feed_forward.expert_bias.abs().sum() > 0  # restored
+    no_bias = R.compare_routing(random_model(tiny_config(use_expert_bias=False)), hand_windows(), untrained=False)
+    assert list(no_bias) == ["trained"]  # nothing to zero, no twin asked for
+
+
+@torch.no_grad()
+def test_summary_table_and_its_text():
+    analyses = R.compare_routing(random_model(tiny_config()), hand_windows(), min_count=2)
+    table = R.summary_table(analyses)
+    assert table["layers"] == [1, 2, 3] and table["tokens"] == 54 and list(table["values"]) == list(analyses)
+    for name, a in analyses.items():
+        assert table["values"][name]["MaxVio"] == [a["per_layer"][i]["max_violation"] for i in (1, 2, 3)]
+        assert table["values"][name]["median margin"] == [a["per_layer"][i]["margin"]["median"] for i in (1, 2, 3)]
+    assert table["baselines"]["MaxVio"] == analyses["trained"]["noise_floor"]["p95"]
+    assert table["baselines"]["same first choice, neighbours"] == pytest.approx(1 / 6)
+    assert table["baselines"]["token-id consistency"] is None
+    text = R.format_summary_table(table).splitlines()
+    assert text[0].split() == ["L1", "L2", "L3"]
+    row = next(line for line in text if line.startswith("  trained  "))  # the first metric is MaxVio
+    assert [float(v) for v in row.split()[1:]] == pytest.approx(table["values"]["trained"]["MaxVio"], abs=5e-4)
+    assert any(line.startswith("  noise floor (p95)") for line in text)
+    other = R.held_out_analysis(random_model(tiny_config()), {"code": hand_windows()["code"]})
+    with pytest.raises(ValueError, match="same layers and windows"):
+        R.summary_table({"a": analyses["trained"], "b": other})
+
+
+# ----------------------------------------------------------------------------- where windows come from
+class WordTokenizer:
+    """One token per character, ids 3 + ord(c) % 90."""
+
+    def encode(self, text, add_special_tokens=True):
+        return [3 + ord(c) % 90 for c in text]
+
+
+def test_text_windows_and_the_shipped_held_out_file(tmp_path):
+    from safetensors.torch import save_file
+    w = R.text_windows(WordTokenizer(), {"a": "x" * 25, "b": "hello world, " * 3}, seq_len=8, max_windows=2)
+    assert w["a"].shape == (2, 9) and (w["a"][:, 0] == 1).all() and (w["a"][:, 1:] == 3 + ord("x") % 90).all()
+    assert w["b"].shape == (2, 9) and w["b"][1, 1:].tolist() == WordTokenizer().encode("hello world, " * 3)[8:16]
+    with pytest.raises(ValueError, match="at least 9 tokens for one window of 8, found 5"):
+        R.text_windows(WordTokenizer(), {"short": "abcde"}, seq_len=8)
+    assert R.load_held_out(tmp_path) is None
+    save_file({"data": torch.ones(2, 5, dtype=torch.long), "prose": torch.zeros(1, 5, dtype=torch.long),
+               "zz": torch.ones(1, 4, dtype=torch.long)}, str(tmp_path / R.HELD_OUT_FILE))
+    shipped = R.load_held_out(tmp_path)
+    assert list(shipped) == ["prose", "data", "zz"]  # the corpus's order, then the others
+    assert shipped["data"].shape == (2, 5) and shipped["data"].dtype == torch.long
+    save_file({"prose": torch.zeros(2, 5)}, str(tmp_path / R.HELD_OUT_FILE))
+    with pytest.raises(ValueError, match="expected \\(N, T\\+1\\) token ids per domain, found 'prose': torch.float32"):
+        R.load_held_out(tmp_path)
+
+
+
+def test_held_out_windows_fall_back_to_the_corpus_split(tmp_path, monkeypatch):
+    import lfm2_edu.tiny.corpus as corpus
+
+    class Tok(WordTokenizer):  # what token_stream needs of a tokenizer
+        backend = None
+
+        def token_to_id(self, token):
+            return 2
+
+    small = corpus.Corpus(train={}, valid={"prose": ["a" * 30, "b" * 30], "code": ["c" * 40]})
+    monkeypatch.setattr(corpus, "build_corpus", lambda seed: small)
+    streams = []
+    monkeypatch.setattr("lfm2_edu.tiny.data.token_stream", lambda backend, docs: streams.append(docs) or
+                        torch.arange(3, 3 + 40 * len(docs)))
+    windows, where = R.held_out_windows(tmp_path, Tok(), seq_len=10, max_windows=3)
+    assert "held-out split" in where and streams == [small.valid["prose"], small.valid["code"]]
+    assert windows["prose"].shape == (3, 11) and windows["code"].shape == (3, 11)
+    assert windows["prose"][0].tolist() == [1] + list(range(3, 13))  # bos, then the stream
