@@ -39,6 +39,7 @@ Whole analyses, for any checkpoint (chapters 09-11 and `lfm2-edu routing-report`
     compare_routing(model, windows)        the same for the model, its bias zeroed, and an untrained twin
     summary_table(analyses)                one number per metric, layer and model, beside its baseline
     rerouting_control(model, sequences)    zeroing the bias against re-routing as many tokens at random
+    simulate_balancing(...)                the bias update on a simulated router (chapter 10's toy)
 """
 
 from __future__ import annotations
@@ -838,6 +839,43 @@ def held_out_windows(folder, tokenizer, seq_len: int = 128, max_windows: int = 8
     if shipped is not None:
         return shipped, f"{HELD_OUT_FILE}, shipped with the checkpoint"
     return corpus_windows(tokenizer, seq_len, max_windows), "the held-out split of lfm2_edu's corpus, rebuilt offline"
+
+
+# ------------------------------------------------------------------------ chapter 10's balancing toy
+def simulate_balancing(num_experts: int = 8, k: int = 2, tokens: int = 256, steps: int = 200, rate: float = 0.01,
+                       skew: float = 1.0, noise: float = 1.0, seed: int = 0) -> dict:
+    """Loss-Free Balancing (Wang et al. 2024) on a router without a model. Each expert has a fixed
+    preference (logit offset ~ skew * N(0, 1): some experts are liked whatever the token); each
+    token adds its own N(0, noise^2) logits. Every step routes a fresh batch of `tokens` tokens by
+    top-k of sigmoid(logits) + bias, then applies the bias update (train.bias_step) with rate u.
+
+    -> {"steps", "load": (steps, E) per step, "bias": (steps, E) in effect at each step,
+        "max_violation": [per step], "noise_floor": of `tokens` tokens, "ceiling": E/k - 1,
+        "preference": (E,), "settings": the arguments}
+    skew = 0 is a fair router: its MaxVio sits at the noise floor; rate = 0 never moves the bias."""
+    from .train import bias_step
+
+    if not 0 < k < num_experts or tokens < 1 or steps < 1 or rate < 0 or skew < 0 or noise < 0:
+        raise ValueError(f"simulate_balancing: expected 0 < k < num_experts, tokens >= 1, steps >= 1 and rate, skew, "
+                         f"noise >= 0, found num_experts={num_experts}, k={k}, tokens={tokens}, steps={steps}, "
+                         f"rate={rate}, skew={skew}, noise={noise}")
+    E = num_experts
+    g = torch.Generator().manual_seed(seed)
+    preference = skew * torch.randn(E, generator=g)  # (E,)
+    bias = torch.zeros(E)
+    loads, biases = [], []
+    for _ in range(steps):
+        logits = preference + noise * torch.randn(tokens, E, generator=g)  # (tokens, E)
+        selected = torch.topk(torch.sigmoid(logits) + bias, k, dim=-1).indices  # (tokens, k): the bias chooses
+        load = expert_load(selected, E)  # (E,)
+        loads.append(load)
+        biases.append(bias)
+        bias = bias_step(bias, load, rate)  # b_i += u * sign(mean load - load_i)
+    return {"steps": list(range(steps)), "load": torch.stack(loads), "bias": torch.stack(biases),  # (steps, E) each
+            "max_violation": [max_violation(load) for load in loads],
+            "noise_floor": max_violation_noise_floor(tokens, E, k), "ceiling": E / k - 1, "preference": preference,
+            "settings": {"num_experts": E, "k": k, "tokens": tokens, "steps": steps, "rate": rate, "skew": skew,
+                         "noise": noise, "seed": seed}}
 
 
 def stand_in_model(vocab_size: int, seed: int = 0):

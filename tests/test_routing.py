@@ -582,6 +582,29 @@ def test_text_windows_and_the_shipped_held_out_file(tmp_path):
         R.load_held_out(tmp_path)
 
 
+# ------------------------------------------------------------------------------- the balancing toy
+def test_a_uniform_simulated_router_sits_at_the_floor_and_rate_zero_never_moves_the_bias():
+    sim = R.simulate_balancing(num_experts=8, k=2, tokens=256, steps=300, rate=0.0, skew=0.0, seed=1)
+    assert sim["bias"].abs().max() == 0
+    mean = sum(sim["max_violation"]) / len(sim["max_violation"])
+    assert mean == pytest.approx(sim["noise_floor"]["mean"], rel=0.1)  # a fair router: chance alone
+    assert sim["noise_floor"] == R.max_violation_noise_floor(256, 8, 2) and sim["ceiling"] == 3.0
+    assert sim["load"].shape == (300, 8) and (sim["load"].sum(1) == 512).all()
+
+
+def test_simulated_balancing_follows_the_update_rule_and_balances():
+    from lfm2_edu.train import bias_step
+    sim = R.simulate_balancing(num_experts=8, k=2, tokens=256, steps=400, rate=0.02, skew=2.0, seed=0)
+    for step in (0, 1, 200):
+        assert torch.allclose(sim["bias"][step + 1], bias_step(sim["bias"][step], sim["load"][step], 0.02))
+    idle = R.simulate_balancing(num_experts=8, k=2, tokens=256, steps=400, rate=0.0, skew=2.0, seed=0)
+    late, late_idle = (sum(s["max_violation"][-100:]) / 100 for s in (sim, idle))
+    assert late < 0.5 * late_idle  # the update at least halves a skewed router's imbalance
+    assert idle["max_violation"][0] == sim["max_violation"][0]  # same router, same first batch
+    with pytest.raises(ValueError, match="found num_experts=4, k=4"):
+        R.simulate_balancing(num_experts=4, k=4)
+
+
 
 def test_held_out_windows_fall_back_to_the_corpus_split(tmp_path, monkeypatch):
     import lfm2_edu.tiny.corpus as corpus

@@ -251,3 +251,23 @@ def test_rerouting_control_figure(routed):
     assert [p.get_height() for p in fig.axes[1].patches] == pytest.approx(
         [data["kl_mean"]["bias zeroed"], *data["kl_mean"]["random"]])
     plt.close(fig)
+
+
+def test_balancing_toy_figure_and_widget():
+    sim = R.simulate_balancing(num_experts=6, k=2, tokens=60, steps=30, rate=0.05, skew=2.0)
+    data, fig = V.plot_balancing_toy(sim)
+    assert data["final_share"] == pytest.approx(sim["load"][-1].numpy() / 120)
+    assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx(sim["max_violation"])
+    assert fig.axes[0].lines[2].get_ydata()[0] == pytest.approx(sim["noise_floor"]["p95"])
+    assert len(fig.axes[2].lines) == 6  # one bias line per expert
+    plt.close(fig)
+    widget = V.balancing_toy(num_experts=6, k=2, tokens=64, steps=40, rate=0.02)
+    (rate, off, steps), (skew, tokens) = widget.children[0].children, widget.children[1].children
+    assert widget.state["sim"]["settings"]["rate"] == pytest.approx(0.02) and "u = 0.02" in widget.children[-1].value
+    steps.value = 60
+    assert len(widget.state["sim"]["steps"]) == 60
+    off.value = True  # no update: the bias never moves
+    assert widget.state["sim"]["settings"]["rate"] == 0 and widget.state["sim"]["bias"].abs().max() == 0
+    skew.value, tokens.value = 0.0, 512
+    assert widget.state["sim"]["noise_floor"] == R.max_violation_noise_floor(512, 6, 2)
+    plt.close("all")

@@ -19,6 +19,7 @@ each plot function returns (data it drew, figure).
     plot_model_comparison(layers, values, baselines)   a few metrics per layer, for several models
     plot_token_margins(tokens, layers, margin, override)  how close each routing was, what the bias overrode
     plot_rerouting_control(control)                    zeroing the bias against random re-routing (09)
+    plot_balancing_toy(sim), balancing_toy()           the bias update on a simulated router (10)
 """
 
 from __future__ import annotations
@@ -661,4 +662,83 @@ def plot_rerouting_control(control: dict) -> tuple[dict, plt.Figure]:
     return data, fig
 
 
-__all__ += ["plot_rerouting_control", "plot_token_margins"]
+def plot_balancing_toy(sim: dict) -> tuple[dict, plt.Figure]:
+    """routing.simulate_balancing drawn: MaxVio per step against the noise floor and the ceiling
+    E/k - 1; each expert's share of the slots at the last step; each expert's bias over the steps."""
+    load = _numpy(sim["load"])  # (steps, E)
+    E = load.shape[1]
+    data = {"steps": list(sim["steps"]), "max_violation": list(sim["max_violation"]), "noise_floor": sim["noise_floor"],
+            "ceiling": sim["ceiling"], "final_share": load[-1] / load[-1].sum(), "bias": _numpy(sim["bias"])}
+    colours = expert_colours(E)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), dpi=90)
+    ax = axes[0]
+    ax.plot(data["steps"], data["max_violation"], color="black", lw=1.2, label="MaxVio")
+    ax.axhline(data["ceiling"], color="#D55E00", ls="--", lw=1, label=f"worst, E/k-1 = {data['ceiling']:g}")
+    ax.axhline(data["noise_floor"]["p95"], color="grey", ls=":", lw=1.5,
+               label=f"noise floor (p95) = {data['noise_floor']['p95']:.2f}")
+    ax.set_xlabel("step", fontsize=12)
+    ax.set_ylabel("MaxVio", fontsize=12)
+    ax.legend(fontsize=12)
+    ax.set_title("balance per step", fontsize=12)
+    axes[1].bar(np.arange(E), data["final_share"], color=colours)
+    axes[1].axhline(1 / E, color="black", ls="--", lw=1, label="uniform 1/E")
+    axes[1].set_xticks(range(E))
+    axes[1].set_xlabel("expert", fontsize=12)
+    axes[1].set_ylabel("share of the slots", fontsize=12)
+    axes[1].legend(fontsize=12)
+    axes[1].set_title("load at the last step", fontsize=12)
+    for e in range(E):
+        axes[2].plot(data["steps"], data["bias"][:, e], color=colours[e], lw=1)
+        axes[2].annotate(str(e), (data["steps"][-1], data["bias"][-1, e]), fontsize=12, color=colours[e])
+    axes[2].set_xlabel("step", fontsize=12)
+    axes[2].set_ylabel("expert_bias", fontsize=12)
+    axes[2].set_title("bias of each expert (numbered at right)", fontsize=12)
+    st = sim["settings"]
+    fig.suptitle(f"Simulated router: {E} experts, top-{st['k']}, {st['tokens']} tokens per step, skew {st['skew']:g}, "
+                 f"u = {st['rate']:g}", fontsize=13)
+    fig.tight_layout()
+    return data, fig
+
+
+def balancing_toy(num_experts: int = 8, k: int = 2, tokens: int = 256, steps: int = 200, rate: float = 0.01,
+                  skew: float = 1.5, seed: int = 0):
+    """A widget: sliders for the update rate u, the steps, the router's skew and the tokens per
+    step; it reruns routing.simulate_balancing and draws plot_balancing_toy. Try u = 0 (no
+    balancing), a u too small for the steps, and one so large that the load jitters."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    rate_pick = widgets.FloatLogSlider(value=max(rate, 1e-4), base=10, min=-4, max=-0.5, step=0.1,
+                                       description="rate u", continuous_update=False, readout_format=".4f")
+    off = widgets.Checkbox(value=rate == 0, description="no update (u = 0)")
+    steps_pick = widgets.IntSlider(value=steps, min=10, max=1000, step=10, description="steps", continuous_update=False)
+    skew_pick = widgets.FloatSlider(value=skew, min=0.0, max=3.0, step=0.1, description="skew", continuous_update=False)
+    tokens_pick = widgets.IntSlider(value=tokens, min=16, max=4096, step=16, description="tokens/step",
+                                    continuous_update=False)
+    out, stats = widgets.Output(), widgets.HTML()
+    state: dict = {}
+
+    def draw(_=None) -> None:
+        u = 0.0 if off.value else rate_pick.value
+        sim = routing.simulate_balancing(num_experts, k, tokens_pick.value, steps_pick.value, u, skew_pick.value, seed=seed)
+        state["sim"] = sim
+        with out:
+            out.clear_output(wait=True)
+            state["data"], fig = plot_balancing_toy(sim)
+            display(fig)
+            plt.close(fig)
+        late = sim["max_violation"][-max(1, len(sim["steps"]) // 4):]
+        stats.value = (f"u = {u:g}: MaxVio {routing.format_max_violation(sim['max_violation'][0], sim['noise_floor'])} "
+                       f"at the first step, {routing.format_max_violation(sum(late) / len(late), sim['noise_floor'])} "
+                       f"on average over the last quarter of the steps; the bias spans "
+                       f"{float(sim['bias'][-1].min()):+.3f} to {float(sim['bias'][-1].max()):+.3f}.")
+
+    for w in (rate_pick, off, steps_pick, skew_pick, tokens_pick):
+        w.observe(draw, names="value")
+    draw()
+    widget = widgets.VBox([widgets.HBox([rate_pick, off, steps_pick]), widgets.HBox([skew_pick, tokens_pick]), out, stats])
+    widget.state = state  # what it shows, for inspection
+    return widget
+
+
+__all__ += ["balancing_toy", "plot_balancing_toy", "plot_rerouting_control", "plot_token_margins"]
