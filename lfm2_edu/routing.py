@@ -40,6 +40,7 @@ Whole analyses, for any checkpoint (chapters 09-11 and `lfm2-edu routing-report`
     summary_table(analyses)                one number per metric, layer and model, beside its baseline
     rerouting_control(model, sequences)    zeroing the bias against re-routing as many tokens at random
     simulate_balancing(...)                the bias update on a simulated router (chapter 10's toy)
+    expert_profile(token_ids, selected, e) one expert's tokens, domains and contexts (chapter 11's browser)
 """
 
 from __future__ import annotations
@@ -876,6 +877,48 @@ def simulate_balancing(num_experts: int = 8, k: int = 2, tokens: int = 256, step
             "noise_floor": max_violation_noise_floor(tokens, E, k), "ceiling": E / k - 1, "preference": preference,
             "settings": {"num_experts": E, "k": k, "tokens": tokens, "steps": steps, "rate": rate, "skew": skew,
                          "noise": noise, "seed": seed}}
+
+
+# ------------------------------------------------------------------------ chapter 11's expert browser
+def expert_profile(token_ids: dict[str, torch.Tensor], selected: dict[str, torch.Tensor], expert: int,
+                   num_experts: int, min_count: int = 5, n_tokens: int = 8, n_contexts: int = 6, width: int = 6,
+                   seed: int = 0) -> dict:
+    """One expert of one layer, on routed windows: token_ids {domain: (N, T)}, selected {domain:
+    (N, T, k)} (held_out_analysis's "token_ids" and "selected"[domain][layer]).
+
+    -> {"expert", "tokens", "visits", "load_share" (share of all tokens that visit it), "uniform": k/E,
+        "domain_share" {domain: share of the domain's tokens that visit it (OLMoE's domain
+        specialisation)}, "domain_mix" {domain: share of its visitors from the domain},
+        "first_choice_share" (of its visitors, those that rank it first),
+        "top_tokens" [(id, share, count)] (top_tokens, seen >= min_count times),
+        "contexts" [{"domain", "window", "position", "before", "token", "after", "experts"}]
+        (a seeded random sample of its visitors, `width` tokens either side, in text order)}"""
+    if not 0 <= expert < num_experts:
+        raise ValueError(f"expert_profile: expected an expert in [0, {num_experts}), found {expert}")
+    if set(token_ids) != set(selected):
+        raise ValueError(f"expert_profile: expected the same domains, found {list(token_ids)} and {list(selected)}")
+    domains = list(token_ids)
+    k = selected[domains[0]].shape[-1]
+    visits = {d: (selected[d] == expert).any(-1) for d in domains}  # (N, T) bool each
+    n = {d: token_ids[d].numel() for d in domains}
+    hits = {d: int(visits[d].sum()) for d in domains}
+    total = sum(hits.values())
+    first = sum(int((selected[d][..., 0] == expert).sum()) for d in domains)
+    vocab = vocabulary_specialisation(torch.cat([token_ids[d].reshape(-1) for d in domains]),
+                                      torch.cat([selected[d].reshape(-1, k) for d in domains]), num_experts)
+    where = [(d, b, t) for d in domains for b, t in visits[d].nonzero().tolist()]
+    pick = torch.randperm(len(where), generator=torch.Generator().manual_seed(seed))[:n_contexts].sort().values
+    contexts = []
+    for d, b, t in (where[j] for j in pick.tolist()):
+        row = token_ids[d][b]
+        contexts.append({"domain": d, "window": b, "position": t, "before": row[max(0, t - width):t].tolist(),
+                         "token": int(row[t]), "after": row[t + 1:t + 1 + width].tolist(),
+                         "experts": selected[d][b, t].tolist()})
+    return {"expert": expert, "tokens": sum(n.values()), "visits": total, "load_share": total / sum(n.values()),
+            "uniform": k / num_experts, "domain_share": {d: hits[d] / n[d] for d in domains},
+            "domain_mix": {d: hits[d] / total if total else 0.0 for d in domains},
+            "first_choice_share": first / total if total else 0.0,
+            "top_tokens": top_tokens(vocab, min_count, n_tokens)[expert], "contexts": contexts}
 
 
 def stand_in_model(vocab_size: int, seed: int = 0):

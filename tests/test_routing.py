@@ -605,6 +605,29 @@ def test_simulated_balancing_follows_the_update_rule_and_balances():
         R.simulate_balancing(num_experts=4, k=4)
 
 
+# ----------------------------------------------------------------------------- the expert browser
+def test_expert_profile_by_hand():
+    ids = {"code": torch.tensor([[5, 6, 5, 7]]), "prose": torch.tensor([[8, 5, 9], [9, 9, 8]])}
+    sel = {"code": torch.tensor([[[0, 1], [2, 0], [0, 3], [1, 2]]]),
+           "prose": torch.tensor([[[1, 2], [3, 0], [2, 3]], [[2, 1], [1, 3], [0, 1]]])}
+    p = R.expert_profile(ids, sel, 0, 4, min_count=2, n_contexts=10, width=1)
+    assert p["visits"] == 5 and p["tokens"] == 10 and p["load_share"] == 0.5 and p["uniform"] == 0.5
+    spec = R.domain_specialisation(sel, 4)
+    assert p["domain_share"] == pytest.approx({"code": float(spec["code"][0]), "prose": float(spec["prose"][0])})
+    assert p["domain_share"] == pytest.approx({"code": 0.75, "prose": 2 / 6})
+    assert p["domain_mix"] == pytest.approx({"code": 0.6, "prose": 0.4})
+    assert p["first_choice_share"] == pytest.approx(3 / 5)  # code 0, code 2, prose (1, 2)
+    vocab = R.vocabulary_specialisation(torch.cat([ids[d].reshape(-1) for d in ids]),
+                                        torch.cat([sel[d].reshape(-1, 2) for d in sel]), 4)
+    assert p["top_tokens"] == R.top_tokens(vocab, 2, 8)[0] and p["top_tokens"][0] == (5, 1.0, 3)
+    assert [(c["domain"], c["window"], c["position"]) for c in p["contexts"]] == \
+        [("code", 0, 0), ("code", 0, 1), ("code", 0, 2), ("prose", 0, 1), ("prose", 1, 2)]  # all 5, in order
+    c = p["contexts"][1]
+    assert (c["before"], c["token"], c["after"], c["experts"]) == ([5], 6, [5], [2, 0])
+    assert len(R.expert_profile(ids, sel, 0, 4, n_contexts=2)["contexts"]) == 2
+    with pytest.raises(ValueError, match=r"an expert in \[0, 4\), found 4"):
+        R.expert_profile(ids, sel, 4, 4)
+
 
 def test_held_out_windows_fall_back_to_the_corpus_split(tmp_path, monkeypatch):
     import lfm2_edu.tiny.corpus as corpus

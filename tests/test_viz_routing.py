@@ -271,3 +271,23 @@ def test_balancing_toy_figure_and_widget():
     skew.value, tokens.value = 0.0, 512
     assert widget.state["sim"]["noise_floor"] == R.max_violation_noise_floor(512, 6, 2)
     plt.close("all")
+
+
+def test_expert_html_escapes_and_the_browser_follows_its_pickers():
+    model = random_model(tiny_config())
+    lt = 1 + ord("<") % 90  # the token FakeTokenizer shows as "<b>"
+    windows = {"code": torch.tensor([[1, lt, 5, lt, 7, 8, lt, 9]] * 2), "prose": torch.tensor([[1, 30, lt, 31, 32, 33]])}
+    analysis = R.held_out_analysis(model, windows, min_count=1)
+    widget = V.expert_browser(analysis, FakeTokenizer(), n_contexts=20, min_count=1)
+    (layer_pick, expert_pick), page = widget.children[0].children, widget.children[1]
+    assert widget.state["layer"] == 1 and widget.state["profile"]["expert"] == 0
+    layer_pick.value, expert_pick.value = 3, 4
+    sel = {d: analysis["selected"][d][3] for d in analysis["domains"]}
+    assert widget.state["profile"] == R.expert_profile(analysis["token_ids"], sel, 4, 6, n_contexts=20, min_count=1)
+    assert "layer 3, expert 4" in page.value
+    # find an expert that the "<b>" token visits: its page shows the token, escaped, never as a tag
+    e = int(analysis["selected"]["code"][3][0, 0, 0])
+    expert_pick.value = e
+    assert "&lt;b&gt;" in page.value  # shown, escaped ...
+    assert page.value.count("<b>") + page.value.count("<b style") == page.value.count("</b>")  # ... never a tag
+    plt.close("all")

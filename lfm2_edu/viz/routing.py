@@ -20,6 +20,7 @@ each plot function returns (data it drew, figure).
     plot_token_margins(tokens, layers, margin, override)  how close each routing was, what the bias overrode
     plot_rerouting_control(control)                    zeroing the bias against random re-routing (09)
     plot_balancing_toy(sim), balancing_toy()           the bias update on a simulated router (10)
+    expert_html(profile, tokenizer), expert_browser(analysis, tokenizer)   one expert's tokens (11)
 """
 
 from __future__ import annotations
@@ -741,4 +742,66 @@ def balancing_toy(num_experts: int = 8, k: int = 2, tokens: int = 256, steps: in
     return widget
 
 
-__all__ += ["balancing_toy", "plot_balancing_toy", "plot_rerouting_control", "plot_token_margins"]
+def _bar(share: float, scale: float) -> str:
+    width = max(0.0, min(1.0, share / scale)) * 10
+    return f'<span style="display:inline-block;background:#0072B2;height:0.8em;width:{width:.2f}em"></span>'
+
+
+def expert_html(profile: dict, tokenizer, layer: int) -> str:
+    """routing.expert_profile as HTML: its load, its domains, its top tokens and example contexts
+    (the token in bold between its neighbours). Every token is escaped."""
+    e, k_over_e = profile["expert"], profile["uniform"]
+
+    def text(ids: list[int]) -> str:
+        return html.escape("".join(tokenizer.tokens(ids, visible_whitespace=True)))
+
+    rows = [f"<b>layer {layer}, expert {e}</b>: visited by {profile['visits']} of {profile['tokens']} tokens "
+            f"({profile['load_share']:.3f}; uniform k/E = {k_over_e:.3f}), its first choice for "
+            f"{profile['first_choice_share']:.0%} of them."]
+    rows.append("<table><tr><th>domain</th><th>share of the domain's tokens</th><th>x k/E</th>"
+                "<th>share of its visitors</th></tr>")
+    for d, share in profile["domain_share"].items():
+        rows.append(f"<tr><td>{html.escape(d)}</td><td>{_bar(share, 1.0)} {share:.3f}</td><td>{share / k_over_e:.1f}</td>"
+                    f"<td>{profile['domain_mix'][d]:.0%}</td></tr>")
+    rows.append("</table><b>tokens routed to it most consistently</b> (share of the token's occurrences, count): ")
+    rows.append(", ".join(f"<code>{text([x])}</code> {share:.2f} ×{count}" for x, share, count in profile["top_tokens"])
+                or "<i>no token seen often enough</i>")
+    rows.append("<br><b>example contexts</b> (a random sample of its tokens):<div style='font-family:monospace;"
+                "white-space:pre'>")
+    for c in profile["contexts"]:
+        rows.append(f"{html.escape(c['domain']):>10} │ {text(c['before'])}<b style='background:#F0E442'>"
+                    f"{text([c['token']])}</b>{text(c['after'])}   (experts {', '.join(map(str, c['experts']))})")
+    rows.append("</div>")
+    return "\n".join(rows)
+
+
+def expert_browser(analysis: dict, tokenizer, layer: int | None = None, expert: int | None = None, **profile_options):
+    """A widget over routing.held_out_analysis's result: pick a MoE layer and an expert; it shows
+    expert_profile of that expert as expert_html (its domains, top tokens and example contexts)."""
+    import ipywidgets as widgets
+
+    layers = analysis["layers"]
+    layer_pick = widgets.Dropdown(options=[(f"layer {i}", i) for i in layers], value=layers[0] if layer is None else layer,
+                                  description="MoE layer")
+    expert_pick = widgets.Dropdown(options=list(range(analysis["num_experts"])), value=expert or 0, description="expert")
+    page = widgets.HTML()
+    state: dict = {}
+
+    def draw(_=None) -> None:
+        i, e = layer_pick.value, expert_pick.value
+        selected = {d: analysis["selected"][d][i] for d in analysis["domains"]}
+        state["profile"] = routing.expert_profile(analysis["token_ids"], selected, e, analysis["num_experts"],
+                                                  **profile_options)
+        state["layer"] = i
+        page.value = expert_html(state["profile"], tokenizer, i)
+
+    layer_pick.observe(draw, names="value")
+    expert_pick.observe(draw, names="value")
+    draw()
+    widget = widgets.VBox([widgets.HBox([layer_pick, expert_pick]), page])
+    widget.state = state
+    return widget
+
+
+__all__ += ["balancing_toy", "expert_browser", "expert_html", "plot_balancing_toy", "plot_rerouting_control",
+            "plot_token_margins"]
