@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -84,6 +85,14 @@ def max_violation_noise_floor(num_tokens: int, num_experts: int, k: int, trials:
         raise ValueError(f"max_violation_noise_floor: expected num_tokens >= 1, 0 < k <= num_experts and "
                          f"trials >= 1, found num_tokens={num_tokens}, k={k}, num_experts={num_experts}, "
                          f"trials={trials}")
+    mean, p95 = _noise_floor(int(num_tokens), int(num_experts), int(k), int(trials), int(seed))
+    return {"mean": mean, "p95": p95}
+
+
+@lru_cache(maxsize=256)
+def _noise_floor(num_tokens: int, num_experts: int, k: int, trials: int, seed: int) -> tuple[float, float]:
+    """(mean, p95) of the MaxVio of `trials` uniform routings; cached: every figure and column of one
+    run asks for the same floor."""
     generator = torch.Generator().manual_seed(seed)
     values = []
     chunk = max(1, 2_000_000 // (num_tokens * num_experts))  # trials per draw, a few MB at a time
@@ -93,7 +102,7 @@ def max_violation_noise_floor(num_tokens: int, num_experts: int, k: int, trials:
         for trial in picks:
             values.append(max_violation(expert_load(trial, num_experts)))
     values_t = torch.tensor(values)
-    return {"mean": float(values_t.mean()), "p95": float(values_t.quantile(0.95))}
+    return float(values_t.mean()), float(values_t.quantile(0.95))
 
 
 def load_noise_floor(load: torch.Tensor, k: int, trials: int = 200, seed: int = 0) -> dict[str, float]:
