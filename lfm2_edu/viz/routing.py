@@ -643,8 +643,9 @@ def plot_rerouting_control(control: dict) -> tuple[dict, plt.Figure]:
     ax.set_xticks(x)
     ax.set_xticklabels([f"L{i}" for i in layers], fontsize=12)
     ax.set_ylabel("share of tokens re-routed", fontsize=12)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=12, loc="upper left")
+    ax.set_ylim(0, 1.3)  # room for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=12, loc="upper center", ncol=3)
     ax.set_title(f"Re-routed tokens per MoE layer ({control['tokens']} tokens)", fontsize=12)
     names = ["bias\nzeroed"] + [f"random\nseed {s}" for s in data["seeds"]]
     colours = ["#0072B2"] + ["#E69F00"] * len(rand)
