@@ -3,6 +3,7 @@
     lfm2-edu generate --model SOURCE "Why is the sky blue?"   # chat, streamed, recommended sampling
     lfm2-edu route    --model SOURCE "The cat sat on the mat"  # experts chosen per token and MoE layer
     lfm2-edu info     --model SOURCE                           # config and parameter counts
+    lfm2-edu routing-report --model SOURCE [--text-file F ...] # routing metrics on held-out text
 
 SOURCE is a local checkpoint folder or a hub repo id; without --model, the small model shipped with
 the package. `python -m lfm2_edu ...` is the same. Errors print one line and exit with status 2.
@@ -23,6 +24,7 @@ import torch
 
 from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, load_model, read_index, resolve_checkpoint
 from .config import LFM2Config
+from .course import LARGE_CHECKPOINT_BYTES, checkpoint_bytes
 from .generate import RECOMMENDED, stream
 from .params import count_parameters
 from .routing import RouteTable, route_tokens  # noqa: F401 (shared with the notebooks' explorer)
@@ -140,6 +142,68 @@ def cmd_route(args) -> int:
     return 0
 
 
+def _windows(args, folder, tokenizer) -> tuple[dict, str]:
+    """The text files given (one domain each, named by the file), else the held-out windows."""
+    from .routing import held_out_windows, text_windows
+
+    if not args.text_file:
+        return held_out_windows(folder, tokenizer, args.seq_len, args.windows)
+    texts = {}
+    for name in args.text_file:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"--text-file: expected a text file, found nothing at {name}")
+        if path.stem in texts:
+            raise ValueError(f"--text-file: expected one file per domain name, found {path.stem!r} twice")
+        texts[path.stem] = path.read_text(encoding="utf-8")
+    return text_windows(tokenizer, texts, args.seq_len, args.windows), "the text files given"
+
+
+def cmd_routing_report(args) -> int:
+    from .routing import compare_routing, format_summary_table, rerouting_control, summary_table
+
+    for name, value, least in (("--seq-len", args.seq_len, 2), ("--windows", args.windows, 1),
+                               ("--control-seeds", args.control_seeds, 0)):
+        if value < least:
+            raise ValueError(f"{name}: expected at least {least}, found {value}")
+    folder = resolve_checkpoint(args.model)
+    large = checkpoint_bytes(folder) > LARGE_CHECKPOINT_BYTES
+    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else torch.bfloat16 if large else torch.float32
+    cfg = LFM2Config.from_file(folder / "config.json")
+    if not cfg.moe_layers:
+        raise ValueError(f"routing-report: expected a model with MoE layers, found model_type '{cfg.model_type}' "
+                         f"with none (a dense model has no router)")
+    tokenizer = load_tokenizer(folder)
+    windows, where = _windows(args, folder, tokenizer)
+    model = load_model(folder, dtype=dtype, device=args.device)
+    untrained = not large if args.untrained is None else args.untrained
+    print(f"routing of {args.model} ({cfg.model_type}, {dtype}): MoE layers {cfg.moe_layers}, "
+          f"{cfg.num_experts} experts, top-{cfg.num_experts_per_tok}")
+    print(f"windows: {where}: " + ", ".join(f"{d} {w.shape[0]} x {w.shape[1]}" for d, w in windows.items())
+          + " (the leading bos of each window is routed, not counted)")
+    if not untrained:
+        print("untrained control left out" + (" (a second, fp32 copy of a large model; --untrained builds it)"
+                                               if args.untrained is None else ""))
+    with torch.no_grad():
+        table = summary_table(compare_routing(model, windows, untrained=untrained, seed=args.seed))
+    print(f"\n{table['tokens']} tokens; per MoE layer:")
+    print(format_summary_table(table))
+    if args.control_seeds > 0:
+        T = min(w.shape[1] for w in windows.values())
+        sequences = torch.cat([w[:, :T] for w in windows.values()])  # (N, T): every window, cut to one length
+        control = rerouting_control(model, sequences, seeds=tuple(range(args.control_seeds)))
+        layers = sorted(control["share"])
+        print(f"\nre-routing control on {control['tokens']} tokens: the bias's direct share of each layer sent to "
+              f"random experts ({control['mode']}) instead")
+        print("  direct share".ljust(26) + "".join(f"L{i}".rjust(8) for i in layers))
+        print("  (bias dropped)".ljust(26) + "".join(f"{control['share'][i]:8.3f}" for i in layers))
+        runs = [("bias zeroed", control["bias_zeroed"])] + [(f"random, seed {r['seed']}", r) for r in control["random"]]
+        for name, run in runs:
+            print(f"  {name}".ljust(26) + "".join(f"{run['rerouted'][i]:8.3f}" for i in layers)
+                  + f"   re-routed; KL {run['kl_mean']:.4f} nats, top-1 changed {run['top1_changed']:.1%}")
+    return 0
+
+
 def _span(first: int, last: int) -> str:
     return f"layer {first}" if first == last else f"layers {first}-{last}"
 
@@ -230,7 +294,7 @@ def _int_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Talk to an LFM2 / LFM2-MoE model, watch its router, "
                                                             "read its config.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,route,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,route,info,routing-report}")
 
     def model_options(p, load=True):
         p.add_argument("--model", default=SHIPPED_MODEL,
@@ -268,6 +332,24 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="config summary and parameter counts (total and active)")
     model_options(i, load=False)
     i.set_defaults(func=cmd_info)
+
+    rr = sub.add_parser("routing-report", help="routing metrics of every MoE layer on held-out text, beside "
+                                               "the model with its bias zeroed and an untrained twin")
+    model_options(rr, load=False)
+    rr.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help=f"weights dtype (auto: float32, bfloat16 for checkpoints over {LARGE_CHECKPOINT_BYTES / 1e9:g} GB)")
+    rr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    rr.add_argument("--text-file", action="append", metavar="FILE",
+                    help="route this text instead of the held-out windows (repeatable: one domain per file, "
+                         "named by the file)")
+    rr.add_argument("--seq-len", type=int, default=128, help="tokens per window (default 128)")
+    rr.add_argument("--windows", type=int, default=8, help="windows per domain at most (default 8)")
+    rr.add_argument("--untrained", action=argparse.BooleanOptionalAction, default=None,
+                    help="add an untrained twin of the same shape (default: yes, unless the checkpoint is large)")
+    rr.add_argument("--seed", type=int, default=0, help="seed of the untrained twin")
+    rr.add_argument("--control-seeds", type=int, default=3,
+                    help="random re-routing runs to compare with zeroing the bias (0: none)")
+    rr.set_defaults(func=cmd_routing_report)
     return parser
 
 

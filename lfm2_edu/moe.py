@@ -35,6 +35,15 @@ class Routing:
     weights: torch.Tensor  # (N, k) their mixing weights
 
 
+def mixing_weights(scores: torch.Tensor, selected: torch.Tensor, norm_topk_prob: bool,
+                   routed_scaling_factor: float) -> torch.Tensor:
+    """(N, E) unbiased scores, (N, k) chosen experts -> (N, k) the weights that mix their outputs."""
+    weights = scores.gather(-1, selected)  # (N, k) from the unbiased scores, never the bias
+    if norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-6)  # sum to ~1
+    return weights * routed_scaling_factor  # (N, k)
+
+
 class SparseMoE(nn.Module):
     def __init__(self, config: LFM2Config) -> None:
         super().__init__()
@@ -55,14 +64,10 @@ class SparseMoE(nn.Module):
         scores = torch.sigmoid(logits)  # (N, E)
         if self.expert_bias is not None:
             selection_scores = scores + self.expert_bias  # (N, E), fp32: the bias only selects
-            selected = torch.topk(selection_scores, self.top_k, dim=-1).indices  # (N, k)
-            weights = scores.gather(-1, selected)  # (N, k) from the unbiased scores
         else:
             selection_scores = scores
-            weights, selected = torch.topk(scores, self.top_k, dim=-1)  # (N, k) each
-        if self.norm_topk_prob:
-            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-6)  # sum to ~1
-        weights = weights * self.routed_scaling_factor  # (N, k)
+        selected = torch.topk(selection_scores, self.top_k, dim=-1).indices  # (N, k)
+        weights = mixing_weights(scores, selected, self.norm_topk_prob, self.routed_scaling_factor)  # (N, k)
         return Routing(logits, scores, selection_scores, selected, weights)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, Routing]:

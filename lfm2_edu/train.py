@@ -125,13 +125,18 @@ def router_z_loss(logits: torch.Tensor, beta: float) -> torch.Tensor:
     return beta * torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
 
 
+def bias_step(bias: torch.Tensor, load: torch.Tensor, rate: float) -> torch.Tensor:
+    """One layer's (E,) bias after a step with (E,) load: b_i + u * sign(mean_load - load_i)."""
+    load = load.to(bias.device, torch.float32)
+    return bias + rate * torch.sign(load.mean() - load)  # (E,)
+
+
 @torch.no_grad()
 def update_expert_bias(model: LFM2Model, loads: dict[int, torch.Tensor], rate: float) -> None:
-    """b_i += u * sign(mean_load - load_i) in every MoE layer."""
+    """b_i += u * sign(mean_load - load_i) in every MoE layer (bias_step, in place)."""
     for i, load in loads.items():
         bias = model.layers[i].feed_forward.expert_bias
-        load = load.to(bias.device, torch.float32)
-        bias += rate * torch.sign(load.mean() - load)  # (E,)
+        bias.copy_(bias_step(bias, load, rate))
 
 
 def train(model: LFM2Model, batches, cfg: TrainConfig, progress: bool = True, callback=None) -> TrainLog:

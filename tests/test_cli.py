@@ -192,3 +192,62 @@ def test_info_reads_the_weights_size_from_the_index_when_weights_are_absent(tmp_
     assert "tokenizer  none" in out
     counts = count_parameters(LFM2Config())
     assert f"{counts.total:,} total, {counts.active:,} active" in out
+
+
+# ------------------------------------------------------------------------------- routing-report
+def _texts(tmp_path):
+    files = []
+    for name, text in (("code", "def add(a, b):\n    return a + b\n" * 12), ("prose", "The cat sat on the mat. " * 20)):
+        files += ["--text-file", tmp_path / f"{name}.txt"]
+        (tmp_path / f"{name}.txt").write_text(text)
+    return files
+
+
+def test_routing_report_on_text_files_prints_the_summary_and_the_control(folder, tmp_path, capsys):
+    from lfm2_edu import routing as R
+
+    code, out, err = run(capsys, "routing-report", "--model", folder, *_texts(tmp_path), "--seq-len", 16,
+                         "--windows", 2, "--control-seeds", 1)
+    assert code == 0, err
+    assert "windows: the text files given: code 2 x 17, prose 2 x 17" in out
+    model, tok = load_model(folder), load_tokenizer(folder)
+    windows = R.text_windows(tok, {d: (tmp_path / f"{d}.txt").read_text() for d in ("code", "prose")}, 16, 2)
+    table = R.summary_table(R.compare_routing(model, windows))
+    assert R.format_summary_table(table) in out  # the package's own table, on the same windows
+    assert "trained, bias zeroed" in out and "untrained" in out and "noise floor (p95)" in out
+    assert "re-routing control on 68 tokens" in out and "random, seed 0" in out
+
+
+def test_routing_report_reads_the_windows_a_checkpoint_ships(folder, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from lfm2_edu.routing import HELD_OUT_FILE
+    copy = shutil.copytree(folder, tmp_path / "ships")
+    g = torch.Generator().manual_seed(0)
+    save_file({"data": torch.randint(8, 320, (2, 9), generator=g), "prose": torch.randint(8, 320, (1, 9), generator=g)},
+              str(copy / HELD_OUT_FILE))
+    code, out, err = run(capsys, "routing-report", "--model", copy, "--no-untrained", "--control-seeds", 0)
+    assert code == 0, err
+    assert f"windows: {HELD_OUT_FILE}, shipped with the checkpoint: prose 1 x 9, data 2 x 9" in out
+    assert "untrained control left out" in out and "  untrained" not in out and "re-routing control" not in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--text-file", "/nonexistent/a.txt"], "--text-file: expected a text file, found nothing at /nonexistent/a.txt"),
+    (["--seq-len", "1"], "--seq-len: expected at least 2, found 1"),
+    (["--control-seeds", "-1"], "--control-seeds: expected at least 0, found -1"),
+])
+def test_routing_report_bad_input(folder, capsys, argv, match):
+    code, _, err = run(capsys, "routing-report", "--model", folder, *argv)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_routing_report_short_text_and_dense_model(folder, tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text("Hi")
+    code, _, err = run(capsys, "routing-report", "--model", folder, "--text-file", tmp_path / "tiny.txt")
+    assert code == 2 and "text 'tiny': expected at least 129 tokens for one window of 128" in err
+    dense = write_checkpoint(tmp_path / "dense", chat_config(model_type="lfm2"), seed=0)
+    code, _, err = run(capsys, "routing-report", "--model", dense)
+    assert code == 2 and "routing-report: expected a model with MoE layers, found model_type 'lfm2'" in err

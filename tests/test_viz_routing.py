@@ -143,7 +143,8 @@ def test_balance_over_training_figure():
     data, fig = V.plot_balance_over_training(runs, num_experts=4, k=2)
     assert data["ceiling"] == 1.0  # E/k - 1
     ax = fig.axes[0]
-    assert len(ax.lines) == 2 + 1 + 1  # a line per layer, the mean, the ceiling
+    assert len(ax.lines) == 2 + 1 + 1  # a line per layer, the mean, the ceiling (no config: no floor)
+    assert data["noise_floor"] == {"with": None, "without": None}
     assert list(ax.lines[1].get_ydata()) == pytest.approx([3.0] * 3)  # layer 3: one expert takes all
     assert list(ax.lines[2].get_ydata()) == pytest.approx([1.5] * 3)  # the mean
     plt.close(fig)
@@ -154,6 +155,9 @@ def test_load_histograms_and_bias_heatmap():
     data, fig = V.plot_load_histograms({"with": (layers, load), "without": (layers, load)}, k=2)
     assert fig.axes[1].patches[0].get_height() == pytest.approx(1.0)  # layer 3, expert 0: all slots
     assert "MaxVio 3.00" in fig.axes[1].get_title()
+    floor = R.load_noise_floor(load[1], 2)
+    assert data["noise_floor"]["with"][1] == floor and data["runs"]["with"][0] == [2, 3]
+    assert fig.axes[1].get_title().endswith(f"MaxVio {R.format_max_violation(3.0, floor)}")
     assert len(fig.axes) == 4
     plt.close(fig)
     layers, bias = R.log_table(fake_log(), "expert_bias")
@@ -209,3 +213,81 @@ def test_model_comparison_figure():
     assert first.get_title() == "MaxVio" and len(first.lines) == 1 and len(second.lines) == 0  # baseline or not
     assert "uniform random routing" in [t.get_text() for t in second.get_legend().get_texts()]
     plt.close(fig)
+
+
+def test_balance_over_training_draws_the_noise_floor_of_a_batch():
+    log = {**fake_log(), "config": {"batch_size": 2, "seq_len": 4}}  # 8 tokens x k = 2 = 16 slots per layer
+    runs = {"with": R.log_balance(log)}
+    data, fig = V.plot_balance_over_training(runs, num_experts=4, k=2)
+    assert data["noise_floor"]["with"] == R.max_violation_noise_floor(8, 4, 2)
+    floor = fig.axes[0].lines[-1]
+    assert floor.get_ydata()[0] == pytest.approx(data["noise_floor"]["with"]["p95"]) and floor.get_linestyle() == ":"
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------- controls and explorers
+def test_token_margins_figure(routed):
+    _, ids, table = routed
+    margin = torch.stack([R.selection_margin(table.layer(i)["selection_scores"], 2) for i in table.layers])
+    override = torch.stack([R.bias_override(table.layer(i)["scores"], table.layer(i)["selected"]) for i in table.layers])
+    data, fig = V.plot_token_margins(table.tokens, table.layers, margin, override)
+    assert np.allclose(data["margin"], margin.numpy()) and np.allclose(data["override"], override.numpy())
+    assert data["spread"]["override"] == pytest.approx(R.quantiles(override))
+    assert fig.axes[0].images[0].get_array().shape == (3, len(ids))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="expected \\(layers, tokens\\)"):
+        V.plot_token_margins(table.tokens[:-1], table.layers, margin, override)
+
+
+def test_rerouting_control_figure(routed):
+    model, ids, _ = routed
+    control = R.rerouting_control(model, torch.tensor([ids, ids[::-1]]), seeds=(0, 1))
+    data, fig = V.plot_rerouting_control(control)
+    assert data["layers"] == [1, 2, 3] and data["seeds"] == [0, 1]
+    assert data["direct_share"] == [control["share"][i] for i in (1, 2, 3)]
+    assert data["rerouted"]["random"][0] == pytest.approx(np.mean([r["rerouted"][1] for r in control["random"]]))
+    assert data["kl_mean"] == {"bias zeroed": control["bias_zeroed"]["kl_mean"],
+                               "random": [r["kl_mean"] for r in control["random"]]}
+    assert [p.get_height() for p in fig.axes[1].patches] == pytest.approx(
+        [data["kl_mean"]["bias zeroed"], *data["kl_mean"]["random"]])
+    plt.close(fig)
+
+
+def test_balancing_toy_figure_and_widget():
+    sim = R.simulate_balancing(num_experts=6, k=2, tokens=60, steps=30, rate=0.05, skew=2.0)
+    data, fig = V.plot_balancing_toy(sim)
+    assert data["final_share"] == pytest.approx(sim["load"][-1].numpy() / 120)
+    assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx(sim["max_violation"])
+    assert fig.axes[0].lines[2].get_ydata()[0] == pytest.approx(sim["noise_floor"]["p95"])
+    assert len(fig.axes[2].lines) == 6  # one bias line per expert
+    plt.close(fig)
+    widget = V.balancing_toy(num_experts=6, k=2, tokens=64, steps=40, rate=0.02)
+    (rate, off, steps), (skew, tokens) = widget.children[0].children, widget.children[1].children
+    assert widget.state["sim"]["settings"]["rate"] == pytest.approx(0.02) and "u = 0.02" in widget.children[-1].value
+    steps.value = 60
+    assert len(widget.state["sim"]["steps"]) == 60
+    off.value = True  # no update: the bias never moves
+    assert widget.state["sim"]["settings"]["rate"] == 0 and widget.state["sim"]["bias"].abs().max() == 0
+    skew.value, tokens.value = 0.0, 512
+    assert widget.state["sim"]["noise_floor"] == R.max_violation_noise_floor(512, 6, 2)
+    plt.close("all")
+
+
+def test_expert_html_escapes_and_the_browser_follows_its_pickers():
+    model = random_model(tiny_config())
+    lt = 1 + ord("<") % 90  # the token FakeTokenizer shows as "<b>"
+    windows = {"code": torch.tensor([[1, lt, 5, lt, 7, 8, lt, 9]] * 2), "prose": torch.tensor([[1, 30, lt, 31, 32, 33]])}
+    analysis = R.held_out_analysis(model, windows, min_count=1)
+    widget = V.expert_browser(analysis, FakeTokenizer(), n_contexts=20, min_count=1)
+    (layer_pick, expert_pick), page = widget.children[0].children, widget.children[1]
+    assert widget.state["layer"] == 1 and widget.state["profile"]["expert"] == 0
+    layer_pick.value, expert_pick.value = 3, 4
+    sel = {d: analysis["selected"][d][3] for d in analysis["domains"]}
+    assert widget.state["profile"] == R.expert_profile(analysis["token_ids"], sel, 4, 6, n_contexts=20, min_count=1)
+    assert "layer 3, expert 4" in page.value
+    # find an expert that the "<b>" token visits: its page shows the token, escaped, never as a tag
+    e = int(analysis["selected"]["code"][3][0, 0, 0])
+    expert_pick.value = e
+    assert "&lt;b&gt;" in page.value  # shown, escaped ...
+    assert page.value.count("<b>") + page.value.count("<b style") == page.value.count("</b>")  # ... never a tag
+    plt.close("all")

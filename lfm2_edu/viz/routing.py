@@ -17,6 +17,10 @@ each plot function returns (data it drew, figure).
     plot_coactivation(matrices, k)                     N(i and j) / N(i), per layer
     plot_consecutive_share(rates, baseline)            neighbours sharing an expert, against random
     plot_model_comparison(layers, values, baselines)   a few metrics per layer, for several models
+    plot_token_margins(tokens, layers, margin, override)  how close each routing was, what the bias overrode
+    plot_rerouting_control(control)                    zeroing the bias against random re-routing (09)
+    plot_balancing_toy(sim), balancing_toy()           the bias update on a simulated router (10)
+    expert_html(profile, tokenizer), expert_browser(analysis, tokenizer)   one expert's tokens (11)
 """
 
 from __future__ import annotations
@@ -340,7 +344,7 @@ def plot_balance_over_training(runs: dict[str, dict], num_experts: int, k: int,
 
     runs: name -> routing.log_balance(log)."""
     ceiling = num_experts / k - 1
-    data = {"runs": runs, "ceiling": ceiling}
+    data = {"runs": runs, "ceiling": ceiling, "noise_floor": {name: bal.get("noise_floor") for name, bal in runs.items()}}
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.4), dpi=90, sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     for ax, (name, bal) in zip(axes[0], runs.items()):
@@ -352,6 +356,9 @@ def plot_balance_over_training(runs: dict[str, dict], num_experts: int, k: int,
             mean = np.mean([bal["max_violation"][i] for i in layers], axis=0)
             ax.plot(bal["steps"], mean, lw=2.4, color="black", label="mean")
         ax.axhline(ceiling, color="tab:red", ls="--", lw=0.8, label=f"worst possible, E/k-1 = {ceiling:g}")
+        if bal.get("noise_floor"):  # what a uniformly random router shows on one logged batch
+            ax.axhline(bal["noise_floor"]["p95"], color="grey", ls=":", lw=1.2,
+                       label=f"noise floor of one batch (p95): {bal['noise_floor']['p95']:.2f}")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -366,6 +373,7 @@ def plot_load_histograms(runs: dict[str, tuple[list[int], torch.Tensor]], k: int
     """A grid of bar charts, one row per run and one column per MoE layer: each expert's share of
     the routed slots; the dashed line is the uniform share 1/E. runs: name -> (layers, (L, E) load)."""
     data = {name: (list(layers), _numpy(load)) for name, (layers, load) in runs.items()}
+    floors = {name: [routing.load_noise_floor(torch.tensor(row), k) for row in load] for name, (_, load) in data.items()}
     n_layers = max(len(layers) for layers, _ in data.values())
     fig, axes = plt.subplots(len(data), n_layers, figsize=(2.3 * n_layers + 1, 2.0 * len(data) + 0.6), dpi=90,
                              sharey=True, squeeze=False)
@@ -379,15 +387,15 @@ def plot_load_histograms(runs: dict[str, tuple[list[int], torch.Tensor]], k: int
             E = len(share)
             ax.bar(np.arange(E), share, color=expert_colours(E))
             ax.axhline(1 / E, color="black", ls="--", lw=0.8)
-            ax.set_title(f"{name}: layer {layers[c]}\nMaxVio {routing.max_violation(torch.tensor(load[c])):.2f}",
-                         fontsize=8)
+            mv = routing.format_max_violation(routing.max_violation(torch.tensor(load[c])), floors[name][c])
+            ax.set_title(f"{name}: layer {layers[c]}\nMaxVio {mv}", fontsize=8)
             ax.set_xticks([])
             if r == len(data) - 1:
                 ax.set_xlabel("expert")
         axes[r][0].set_ylabel("share of slots")
     fig.suptitle(f"{title} (dashed: uniform 1/E)", fontsize=11)
     fig.tight_layout()
-    return data, fig
+    return {"runs": data, "noise_floor": floors}, fig
 
 
 def plot_bias_heatmap(layers: list[int], bias, title: str = "expert_bias at the end of training") -> tuple[dict, plt.Figure]:
@@ -581,3 +589,220 @@ __all__ = [
     "plot_entropy_margin", "plot_layer_expert_load", "plot_load_histograms", "plot_model_comparison", "plot_token_routing",
     "plot_token_scores", "plot_vocabulary_specialisation", "route_explorer", "routing_html", "token_scores",
 ]
+
+
+# ------------------------------------------------------- controls and explorers (chapters 09-11)
+def plot_token_margins(tokens: list[str], layers: list[int], margin, override) -> tuple[dict, plt.Figure]:
+    """Two heatmaps, MoE layer x token: the margin (k-th minus (k+1)-th selection score; dark: a
+    near tie for the last seat) and the bias override (unbiased score the bias traded away; 0: the
+    bias changed nothing). Unlike the router entropy, both vary from token to token; the data
+    holds their spread (routing.quantiles)."""
+    data = {"tokens": list(tokens), "layers": list(layers), "margin": _numpy(margin), "override": _numpy(override)}
+    T, L = len(tokens), len(layers)
+    if data["margin"].shape != (L, T) or data["override"].shape != (L, T):
+        raise ValueError(f"plot_token_margins: expected (layers, tokens) = {(L, T)} arrays, found "
+                         f"{data['margin'].shape} and {data['override'].shape}")
+    data["spread"] = {key: routing.quantiles(torch.as_tensor(data[key])) for key in ("margin", "override")}
+    fig, axes = plt.subplots(2, 1, figsize=(min(18.0, 3 + 0.32 * T), 2.4 + 0.6 * L), dpi=90, sharex=True)
+    for ax, key, cmap, label in ((axes[0], "margin", "viridis", "margin"),
+                                 (axes[1], "override", "cividis", "score overridden")):
+        im = ax.imshow(data[key], aspect="auto", cmap=cmap, interpolation="nearest")
+        ax.set_yticks(range(L))
+        ax.set_yticklabels([f"L{i}" for i in layers], fontsize=12)
+        ax.set_ylabel("MoE layer", fontsize=12)
+        fig.colorbar(im, ax=ax, label=label, fraction=0.025, pad=0.01)
+    axes[1].set_xticks(range(T))
+    axes[1].set_xticklabels(tokens, rotation=90, fontsize=12, family="DejaVu Sans Mono")
+    m, o = data["spread"]["margin"], data["spread"]["override"]
+    axes[0].set_title(f"Margin: k-th minus (k+1)-th selection score (dark: a near tie); "
+                      f"10-90%: {m['p10']:.3f}-{m['p90']:.3f}", fontsize=12)
+    axes[1].set_title(f"Bias override: sum of the top-k scores minus the chosen experts' (0: bias changed nothing); "
+                      f"10-90%: {o['p10']:.3f}-{o['p90']:.3f}", fontsize=12)
+    return data, fig
+
+
+def plot_rerouting_control(control: dict) -> tuple[dict, plt.Figure]:
+    """Zeroing expert_bias against re-routing the same direct share of tokens at random
+    (routing.rerouting_control): per layer the share of tokens re-routed, then the mean next-token
+    KL and the share of positions whose most likely next token changes, one bar per random seed."""
+    layers = sorted(control["share"])
+    bias, rand = control["bias_zeroed"], control["random"]
+    data = {"layers": layers, "direct_share": [control["share"][i] for i in layers], "mode": control["mode"],
+            "rerouted": {"bias zeroed": [bias["rerouted"][i] for i in layers],
+                         "random": [float(np.mean([r["rerouted"][i] for r in rand])) if rand else float("nan")
+                                    for i in layers]},
+            "kl_mean": {"bias zeroed": bias["kl_mean"], "random": [r["kl_mean"] for r in rand]},
+            "top1_changed": {"bias zeroed": bias["top1_changed"], "random": [r["top1_changed"] for r in rand]},
+            "seeds": [r["seed"] for r in rand]}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=90, gridspec_kw={"width_ratios": [2, 1, 1]})
+    x = np.arange(len(layers))
+    ax = axes[0]
+    ax.bar(x - 0.2, data["rerouted"]["bias zeroed"], width=0.4, color="#0072B2", label="bias zeroed")
+    ax.bar(x + 0.2, data["rerouted"]["random"], width=0.4, color="#E69F00", hatch="//", label="random (mean of seeds)")
+    ax.scatter(x, data["direct_share"], color="black", marker="_", s=400, zorder=3, label="direct share (forced)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"L{i}" for i in layers], fontsize=12)
+    ax.set_ylabel("share of tokens re-routed", fontsize=12)
+    ax.set_ylim(0, 1.3)  # room for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=12, loc="upper center", ncol=3)
+    ax.set_title(f"Re-routed tokens per MoE layer ({control['tokens']} tokens)", fontsize=12)
+    names = ["bias\nzeroed"] + [f"random\nseed {s}" for s in data["seeds"]]
+    colours = ["#0072B2"] + ["#E69F00"] * len(rand)
+    for ax, key, label in ((axes[1], "kl_mean", "mean KL, nats"), (axes[2], "top1_changed", "share of positions")):
+        values = [data[key]["bias zeroed"], *data[key]["random"]]
+        ax.bar(range(len(values)), values, color=colours)
+        for n, v in enumerate(values):
+            ax.text(n, v, f"{v:.3f}", ha="center", va="bottom", fontsize=12)
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels(names, fontsize=12)
+        ax.set_ylabel(label, fontsize=12)
+    axes[1].set_title("next-token distribution change", fontsize=12)
+    axes[2].set_title("most likely next token changed", fontsize=12)
+    fig.suptitle(f"Zeroing expert_bias against random re-routing of the same share ({control['mode']})", fontsize=13)
+    fig.tight_layout()
+    return data, fig
+
+
+def plot_balancing_toy(sim: dict) -> tuple[dict, plt.Figure]:
+    """routing.simulate_balancing drawn: MaxVio per step against the noise floor and the ceiling
+    E/k - 1; each expert's share of the slots at the last step; each expert's bias over the steps."""
+    load = _numpy(sim["load"])  # (steps, E)
+    E = load.shape[1]
+    data = {"steps": list(sim["steps"]), "max_violation": list(sim["max_violation"]), "noise_floor": sim["noise_floor"],
+            "ceiling": sim["ceiling"], "final_share": load[-1] / load[-1].sum(), "bias": _numpy(sim["bias"])}
+    colours = expert_colours(E)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), dpi=90)
+    ax = axes[0]
+    ax.plot(data["steps"], data["max_violation"], color="black", lw=1.2, label="MaxVio")
+    ax.axhline(data["ceiling"], color="#D55E00", ls="--", lw=1, label=f"worst, E/k-1 = {data['ceiling']:g}")
+    ax.axhline(data["noise_floor"]["p95"], color="grey", ls=":", lw=1.5,
+               label=f"noise floor (p95) = {data['noise_floor']['p95']:.2f}")
+    ax.set_xlabel("step", fontsize=12)
+    ax.set_ylabel("MaxVio", fontsize=12)
+    ax.legend(fontsize=12)
+    ax.set_title("balance per step", fontsize=12)
+    axes[1].bar(np.arange(E), data["final_share"], color=colours)
+    axes[1].axhline(1 / E, color="black", ls="--", lw=1, label="uniform 1/E")
+    axes[1].set_xticks(range(E))
+    axes[1].set_xlabel("expert", fontsize=12)
+    axes[1].set_ylabel("share of the slots", fontsize=12)
+    axes[1].legend(fontsize=12)
+    axes[1].set_title("load at the last step", fontsize=12)
+    for e in range(E):
+        axes[2].plot(data["steps"], data["bias"][:, e], color=colours[e], lw=1)
+        axes[2].annotate(str(e), (data["steps"][-1], data["bias"][-1, e]), fontsize=12, color=colours[e])
+    axes[2].set_xlabel("step", fontsize=12)
+    axes[2].set_ylabel("expert_bias", fontsize=12)
+    axes[2].set_title("bias of each expert (numbered at right)", fontsize=12)
+    st = sim["settings"]
+    fig.suptitle(f"Simulated router: {E} experts, top-{st['k']}, {st['tokens']} tokens per step, skew {st['skew']:g}, "
+                 f"u = {st['rate']:g}", fontsize=13)
+    fig.tight_layout()
+    return data, fig
+
+
+def balancing_toy(num_experts: int = 8, k: int = 2, tokens: int = 256, steps: int = 200, rate: float = 0.01,
+                  skew: float = 1.5, seed: int = 0):
+    """A widget: sliders for the update rate u, the steps, the router's skew and the tokens per
+    step; it reruns routing.simulate_balancing and draws plot_balancing_toy. Try u = 0 (no
+    balancing), a u too small for the steps, and one so large that the load jitters."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    rate_pick = widgets.FloatLogSlider(value=max(rate, 1e-4), base=10, min=-4, max=-0.5, step=0.1,
+                                       description="rate u", continuous_update=False, readout_format=".4f")
+    off = widgets.Checkbox(value=rate == 0, description="no update (u = 0)")
+    steps_pick = widgets.IntSlider(value=steps, min=10, max=1000, step=10, description="steps", continuous_update=False)
+    skew_pick = widgets.FloatSlider(value=skew, min=0.0, max=3.0, step=0.1, description="skew", continuous_update=False)
+    tokens_pick = widgets.IntSlider(value=tokens, min=16, max=4096, step=16, description="tokens/step",
+                                    continuous_update=False)
+    out, stats = widgets.Output(), widgets.HTML()
+    state: dict = {}
+
+    def draw(_=None) -> None:
+        u = 0.0 if off.value else rate_pick.value
+        sim = routing.simulate_balancing(num_experts, k, tokens_pick.value, steps_pick.value, u, skew_pick.value, seed=seed)
+        state["sim"] = sim
+        with out:
+            out.clear_output(wait=True)
+            state["data"], fig = plot_balancing_toy(sim)
+            display(fig)
+            plt.close(fig)
+        late = sim["max_violation"][-max(1, len(sim["steps"]) // 4):]
+        stats.value = (f"u = {u:g}: MaxVio {routing.format_max_violation(sim['max_violation'][0], sim['noise_floor'])} "
+                       f"at the first step, {routing.format_max_violation(sum(late) / len(late), sim['noise_floor'])} "
+                       f"on average over the last quarter of the steps; the bias spans "
+                       f"{float(sim['bias'][-1].min()):+.3f} to {float(sim['bias'][-1].max()):+.3f}.")
+
+    for w in (rate_pick, off, steps_pick, skew_pick, tokens_pick):
+        w.observe(draw, names="value")
+    draw()
+    widget = widgets.VBox([widgets.HBox([rate_pick, off, steps_pick]), widgets.HBox([skew_pick, tokens_pick]), out, stats])
+    widget.state = state  # what it shows, for inspection
+    return widget
+
+
+def _bar(share: float, scale: float) -> str:
+    width = max(0.0, min(1.0, share / scale)) * 10
+    return f'<span style="display:inline-block;background:#0072B2;height:0.8em;width:{width:.2f}em"></span>'
+
+
+def expert_html(profile: dict, tokenizer, layer: int) -> str:
+    """routing.expert_profile as HTML: its load, its domains, its top tokens and example contexts
+    (the token in bold between its neighbours). Every token is escaped."""
+    e, k_over_e = profile["expert"], profile["uniform"]
+
+    def text(ids: list[int]) -> str:
+        return html.escape("".join(tokenizer.tokens(ids, visible_whitespace=True)))
+
+    rows = [f"<b>layer {layer}, expert {e}</b>: visited by {profile['visits']} of {profile['tokens']} tokens "
+            f"({profile['load_share']:.3f}; uniform k/E = {k_over_e:.3f}), its first choice for "
+            f"{profile['first_choice_share']:.0%} of them."]
+    rows.append("<table><tr><th>domain</th><th>share of the domain's tokens</th><th>x k/E</th>"
+                "<th>share of its visitors</th></tr>")
+    for d, share in profile["domain_share"].items():
+        rows.append(f"<tr><td>{html.escape(d)}</td><td>{_bar(share, 1.0)} {share:.3f}</td><td>{share / k_over_e:.1f}</td>"
+                    f"<td>{profile['domain_mix'][d]:.0%}</td></tr>")
+    rows.append("</table><b>tokens routed to it most consistently</b> (share of the token's occurrences, count): ")
+    rows.append(", ".join(f"<code>{text([x])}</code> {share:.2f} ×{count}" for x, share, count in profile["top_tokens"])
+                or "<i>no token seen often enough</i>")
+    rows.append("<br><b>example contexts</b> (a random sample of its tokens):<div style='font-family:monospace;"
+                "white-space:pre'>")
+    for c in profile["contexts"]:
+        rows.append(f"{html.escape(c['domain']):>10} │ {text(c['before'])}<b style='background:#F0E442'>"
+                    f"{text([c['token']])}</b>{text(c['after'])}   (experts {', '.join(map(str, c['experts']))})")
+    rows.append("</div>")
+    return "\n".join(rows)
+
+
+def expert_browser(analysis: dict, tokenizer, layer: int | None = None, expert: int | None = None, **profile_options):
+    """A widget over routing.held_out_analysis's result: pick a MoE layer and an expert; it shows
+    expert_profile of that expert as expert_html (its domains, top tokens and example contexts)."""
+    import ipywidgets as widgets
+
+    layers = analysis["layers"]
+    layer_pick = widgets.Dropdown(options=[(f"layer {i}", i) for i in layers], value=layers[0] if layer is None else layer,
+                                  description="MoE layer")
+    expert_pick = widgets.Dropdown(options=list(range(analysis["num_experts"])), value=expert or 0, description="expert")
+    page = widgets.HTML()
+    state: dict = {}
+
+    def draw(_=None) -> None:
+        i, e = layer_pick.value, expert_pick.value
+        selected = {d: analysis["selected"][d][i] for d in analysis["domains"]}
+        state["profile"] = routing.expert_profile(analysis["token_ids"], selected, e, analysis["num_experts"],
+                                                  **profile_options)
+        state["layer"] = i
+        page.value = expert_html(state["profile"], tokenizer, i)
+
+    layer_pick.observe(draw, names="value")
+    expert_pick.observe(draw, names="value")
+    draw()
+    widget = widgets.VBox([widgets.HBox([layer_pick, expert_pick]), page])
+    widget.state = state
+    return widget
+
+
+__all__ += ["balancing_toy", "expert_browser", "expert_html", "plot_balancing_toy", "plot_rerouting_control",
+            "plot_token_margins"]
