@@ -198,6 +198,9 @@ def setup(venv: Path) -> dict:
     s.make_venv()
     s.install_torch(index, fallback)
     s.pip("installing lfm2_edu with its test tools", "-e", ".[dev]", cwd=ROOT)
+    if sys.version_info < (3, 11):
+        print("  (no transformers: 5.24.0, the tests' reference, needs Python 3.11+; "
+              "the comparisons with it are skipped)")
     info = s.summary() | {"seconds": time.perf_counter() - start}
     print(f"{venv} ready in {duration(info['seconds'])}: Python {info['python']}, torch {info['torch']} "
           f"({info['build']}), {info['packages']} packages, {info['bytes'] / 1e9:.2f} GB")
