@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -143,11 +144,14 @@ class Setup:
                 raise SetupError(f"{self.venv} holds Python {have}, not the Python {want} running this "
                                  f"script: delete it (make clean) or give another --venv")
             return
+        created = not self.venv.exists()
         self.venv.mkdir(parents=True, exist_ok=True)
         self.log.write_text(f"setup of {self.venv} with Python {sys.version.split()[0]}\n", encoding="utf-8")
         try:
             self.run(f"creating {self.venv}", sys.executable, "-m", "venv", str(self.venv))
         except SetupError as e:
+            if created:  # a venv without pip would look made next time
+                shutil.rmtree(self.venv, ignore_errors=True)
             raise SetupError(f"{e}\n(On Debian and Ubuntu, `python3 -m venv` needs the package "
                              f"python3-venv, or python3.X-venv for your version.)") from None
         self.pip("upgrading pip", "--upgrade", "pip")
