@@ -93,3 +93,28 @@ def test_a_venv_of_another_python_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(s, "ask", lambda code: "2.7")
     with pytest.raises(SetupError, match=r"holds Python 2\.7, not the Python 3\.\d+ running"):
         s.make_venv()
+
+
+@pytest.mark.slow  # a second pytest starts
+def test_fresh_venv_runs_pytest_there_and_sums_up_in_one_line(monkeypatch, tmp_path, capsys):
+    import test_in_fresh_venv as fresh
+
+    info = {"python": "3.99.0", "torch": "2.13.0+cpu", "build": "CPU build", "packages": 1,
+            "bytes": 1.5e9, "seconds": 75.0}
+    monkeypatch.setattr(fresh, "setup", lambda venv: info)
+    monkeypatch.setattr(fresh, "venv_python", lambda venv: Path(sys.executable))
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    rc = fresh.main(["--keep", str(tmp_path / "venv"), "--", str(tmp_path / "test_one.py"),
+                     "-p", "no:cacheprovider"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 0
+    assert last.startswith("Python 3.99.0, torch 2.13.0+cpu (CPU build): setup 1m15s, venv 1.50 GB; tests ")
+    assert ": 1 passed in " in last
+
+
+def test_fresh_venv_wants_a_new_folder(tmp_path, capsys):
+    import test_in_fresh_venv as fresh
+
+    with pytest.raises(SystemExit):
+        fresh.main(["--keep", str(tmp_path)])
+    assert "wants a folder that does not exist yet" in capsys.readouterr().err
