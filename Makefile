@@ -1,21 +1,18 @@
 # make lab:  set up .venv and open the chapters in JupyterLab
 # make test: set up .venv and run every test
+# make test-fresh PYTHON=python3.12: the tests in a new, temporary venv for that Python
+# The setup is scripts/setup_env.py (CPU torch on Linux; TORCH_INDEX=cu128 or another build, see
+# its docstring). .venv is made once for one Python: `make clean` before changing PYTHON.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch, which is all the chapters and tests need. For a GPU build, install
-# the torch you need into .venv first; a satisfied pin is left alone.
-TORCH ?= torch==2.13.0
 
-.PHONY: lab test venv bench-load small-model clean
+.PHONY: lab test test-fresh venv bench-load small-model clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.installed: pyproject.toml scripts/setup_env.py
+	$(PYTHON) scripts/setup_env.py --venv $(VENV)
 	touch $@
 
 # Jupyter refuses to run as root unless told; containers and cloud machines often are root.
@@ -26,6 +23,9 @@ lab: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+test-fresh:
+	$(PYTHON) scripts/test_in_fresh_venv.py
 
 # Rebuild the shipped small LFM2-MoE (corpus, tokenizer, training): about half an hour on 2 cores.
 small-model: venv
