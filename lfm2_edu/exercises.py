@@ -102,6 +102,20 @@ def check_exercise(key: str, answer: Any, **context: Any) -> bool | None:
     return check(answer, expected, atol=atol, rtol=rtol, inputs=inputs, name=f"Exercise {key}")
 
 
+def confirm(key: str, solution: Any, wrong: Any, **context: Any) -> None:
+    """What a solutions notebook runs for each exercise: the solution passes its check and a wrong
+    answer (a likely mistake) does not. Raises AssertionError otherwise, so a stale solution or a
+    check that cannot fail breaks the solutions' run."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the verdicts themselves are not the point here
+        right, rejected = check_exercise(key, solution, **context), check_exercise(key, wrong, **context)
+    assert right is True, f"exercise {key}: the solution does not pass its own check"
+    assert rejected is False, f"exercise {key}: the check accepts a wrong answer"
+    print(f"exercise {key}: the solution passes, a wrong answer does not")
+
+
 def check(answer: Any, expected: Any, *, atol: float | Tolerance | None = None, rtol: float = 0.0,
           inputs: Sequence | None = None, exact_dtype: bool = True, name: str = "answer") -> bool | None:
     """Print `<name>: right`, `<name>: not yet: <what differs>`, or `not answered yet` (None).

@@ -617,7 +617,7 @@ def rerouting_control(model, sequences: torch.Tensor, seeds: tuple[int, ...] = (
 
 
 # ---------------------------------------------------------------------- held-out routing, whole
-HELD_OUT_FILE = "held_out.safetensors"  # beside a checkpoint's weights: {domain: (N, T+1) token windows}
+from .tiny.heldout import FILE_NAME as HELD_OUT_FILE  # beside a checkpoint's weights: {domain: (N, T+1)}
 
 
 def _check_windows(windows: dict, vocab_size: int, drop_first: bool) -> None:
@@ -844,10 +844,17 @@ def corpus_windows(tokenizer, seq_len: int = 128, max_windows: int = 8) -> dict[
 
 
 def held_out_windows(folder, tokenizer, seq_len: int = 128, max_windows: int = 8) -> tuple[dict, str]:
-    """(windows, where they come from): those the checkpoint ships, else the corpus's held-out split."""
-    shipped = load_held_out(folder)
-    if shipped is not None:
-        return shipped, f"{HELD_OUT_FILE}, shipped with the checkpoint"
+    """(windows, where they come from): those the checkpoint ships; else, for a checkpoint with the
+    shipped models' tokenizer, their shipped held-out set; else the corpus's held-out split."""
+    from pathlib import Path
+
+    from .tiny import heldout
+
+    own = load_held_out(folder)
+    if own is not None:
+        return own, f"{HELD_OUT_FILE}, shipped with the checkpoint"
+    if heldout.tokenizer_matches(Path(folder) / "tokenizer.json"):
+        return heldout.load_heldout(Path(folder) / "tokenizer.json"), "the shipped models' held-out set"
     return corpus_windows(tokenizer, seq_len, max_windows), "the held-out split of lfm2_edu's corpus, rebuilt offline"
 
 

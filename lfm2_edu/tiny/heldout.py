@@ -18,12 +18,24 @@ from pathlib import Path
 
 import torch
 
-FILE_NAME = "heldout_windows.safetensors"
+FILE_NAME = "heldout_windows.safetensors"  # beside the shipped models (and the name any checkpoint may ship its own under)
 WINDOWS_PER_DOMAIN = 24
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tokenizer_matches(tokenizer_file: Path) -> bool:
+    """True when the shipped windows were made with this tokenizer.json (the four shipped models'
+    one, or a copy of it), so they can be read with it."""
+    from safetensors import safe_open
+
+    path = heldout_path()
+    if not path.is_file() or not Path(tokenizer_file).is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("tokenizer_sha256") == _sha256(tokenizer_file)
 
 
 def heldout_path() -> Path:
