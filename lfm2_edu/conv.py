@@ -8,7 +8,8 @@ It is "double-gated" by two input-dependent gates, B before the conv and C after
     y = out_proj( C * conv(B * x) )       # conv is depthwise (one kernel per channel), causal
 
 There is no activation anywhere. Decoding needs only the last L-1 values of B*x per channel,
-so the cache of a conv layer has a constant size, however long the context.
+so the cache of a conv layer has a constant size, however long the context; `decode_step` is
+that one-token update.
 """
 
 from __future__ import annotations
@@ -46,19 +47,33 @@ class ShortConv(nn.Module):
         record(capture, f"{name}.x", x)
         record(capture, f"{name}.Bx", Bx)
 
-        # Causal conv = conv over [the L-1 previous values, this chunk]. With no cache the
-        # previous values are zeros: the left padding of a causal convolution.
-        Bx = Bx.transpose(1, 2)  # (B, H, T): conv1d wants channels first
         past = cache.conv_state.get(self.layer_idx) if cache is not None else None
-        if past is None:
-            past = Bx.new_zeros(batch, H, self.kernel_size - 1)  # (B, H, L-1)
-        window = torch.cat([past, Bx], dim=-1)  # (B, H, L-1+T)
-        if cache is not None:
-            # A copy of the last L-1 values: a slice would keep the whole (B, H, L-1+T) window alive.
-            cache.conv_state[self.layer_idx] = window[:, :, window.shape[-1] - (self.kernel_size - 1):].clone()  # (B, H, L-1)
-        # y[:, c, t] = sum_j w[c, 0, j] * window[:, c, t + j]  (+ bias[c])
-        conv_out = F.conv1d(window, self.conv.weight, self.conv.bias, groups=H)  # (B, H, T)
-        conv_out = conv_out.transpose(1, 2)  # (B, T, H)
+        if past is not None and T == 1:  # decoding: one new token against the cached values
+            conv_t, cache.conv_state[self.layer_idx] = self.decode_step(Bx[:, 0], past)  # (B, H), (B, H, L-1)
+            conv_out = conv_t[:, None]  # (B, 1, H)
+        else:
+            # Causal conv = conv over [the L-1 previous values, this chunk]. With no cache the
+            # previous values are zeros: the left padding of a causal convolution.
+            Bx = Bx.transpose(1, 2)  # (B, H, T): conv1d wants channels first
+            if past is None:
+                past = Bx.new_zeros(batch, H, self.kernel_size - 1)  # (B, H, L-1)
+            window = torch.cat([past, Bx], dim=-1)  # (B, H, L-1+T)
+            if cache is not None:
+                # A copy of the last L-1 values: a slice would keep the whole (B, H, L-1+T) window alive.
+                cache.conv_state[self.layer_idx] = window[:, :, window.shape[-1] - (self.kernel_size - 1):].clone()  # (B, H, L-1)
+            # y[:, c, t] = sum_j w[c, 0, j] * window[:, c, t + j]  (+ bias[c])
+            conv_out = F.conv1d(window, self.conv.weight, self.conv.bias, groups=H)  # (B, H, T)
+            conv_out = conv_out.transpose(1, 2)  # (B, T, H)
         record(capture, f"{name}.conv_out", conv_out)
 
         return self.out_proj(C * conv_out)  # gate after the conv; (B, T, H)
+
+    def decode_step(self, Bx_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoding step of the conv alone: this token's gated input Bx_t (B, H) and the cached
+        last L-1 values state (B, H, L-1) -> (the conv output for this token (B, H), the new state).
+
+        window = [state, Bx_t];  y[c] = sum_j w[c, j] * window[c, j] (+ bias[c]);  state = window[1:]
+        """
+        window = torch.cat([state, Bx_t[:, :, None]], dim=-1)  # (B, H, L): the cached values, then this token
+        y = F.conv1d(window, self.conv.weight, self.conv.bias, groups=window.shape[1])  # (B, H, 1): one position
+        return y[:, :, 0], window[:, :, 1:]  # (B, H); (B, H, L-1): drop the oldest, the size never changes

@@ -40,6 +40,7 @@ class DecoderLayer(nn.Module):
         name = f"layers.{self.layer_idx}"
         record(capture, f"{name}.input", h)
         x = self.operator_norm(h)  # (B, T, H)
+        record(capture, f"{name}.operator_norm", x)
         if self.is_attention:
             mixed = self.self_attn(x, cos, sin, allowed, cache=cache, capture=capture)
         else:
@@ -47,7 +48,8 @@ class DecoderLayer(nn.Module):
         record(capture, f"{name}.mixer.output", mixed)
         h = h + mixed  # (B, T, H) residual
 
-        x = self.ffn_norm(h)
+        x = self.ffn_norm(h)  # (B, T, H)
+        record(capture, f"{name}.ffn_norm", x)
         if self.is_moe:
             y, routing = self.feed_forward(x)
             if capture is not None:

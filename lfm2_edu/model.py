@@ -85,6 +85,8 @@ class LFM2Model(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=device).expand(batch, T)  # (B, T)
         cos, sin = self.rope(position_ids, h.dtype)  # (B, T, d) each
+        record(capture, "rope.cos", cos)
+        record(capture, "rope.sin", sin)
 
         # Which keys each query may attend to: its own and earlier positions, and no padding.
         key_pos = torch.arange(past + T, device=device)  # (S,)

@@ -21,8 +21,12 @@ import torch
 # name pattern -> (shape, meaning). {i} is the layer index.
 CAPTURE_POINTS = {
     "embed": ("(B, T, H)", "token embeddings, the input of layer 0"),
+    "rope.cos": ("(B, T, d)", "RoPE's cos table for these positions (angle = position * inv_freq)"),
+    "rope.sin": ("(B, T, d)", "RoPE's sin table for these positions"),
     "layers.{i}.input": ("(B, T, H)", "residual stream entering layer i"),
     "layers.{i}.output": ("(B, T, H)", "residual stream leaving layer i"),
+    "layers.{i}.operator_norm": ("(B, T, H)", "operator_norm(input): what the conv or attention block reads"),
+    "layers.{i}.ffn_norm": ("(B, T, H)", "ffn_norm(input + mixer output): what the MLP or MoE block reads"),
     "layers.{i}.conv.B": ("(B, T, H)", "input gate of the short conv (multiplies x before the conv)"),
     "layers.{i}.conv.C": ("(B, T, H)", "output gate of the short conv (multiplies the conv output)"),
     "layers.{i}.conv.x": ("(B, T, H)", "the value stream of the short conv"),

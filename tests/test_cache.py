@@ -121,3 +121,28 @@ def test_expected_cache_bytes_rejects_bad_input(args, message):
         expected_cache_bytes(tiny_config(), *args)
     with pytest.raises(TypeError, match=r"dtype: expected a torch.dtype or a number of bytes per value, found 'bf16'"):
         expected_cache_bytes(tiny_config(), 5, "bf16")
+
+
+@torch.no_grad()
+def test_one_token_steps_go_through_the_conv_decode_step():
+    """With a cache, each one-token step of a conv layer is ShortConv.decode_step:
+    (Bx_t (B, H), state (B, H, L-1)) in, (conv output (B, H), new state (B, H, L-1)) out."""
+    config = tiny_config(conv_L_cache=4)
+    model = random_model(config, seed=3)
+    calls = []
+    for layer in model.layers:
+        if not layer.is_attention:
+            def counted(Bx_t, state, step=layer.conv.decode_step):
+                y, new_state = step(Bx_t, state)
+                calls.append((tuple(Bx_t.shape), tuple(state.shape), tuple(y.shape), tuple(new_state.shape)))
+                return y, new_state
+            layer.conv.decode_step = counted
+    ids = torch.randint(0, config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(3))
+    cache = model.new_cache()
+    steps = [model(ids[:, :3], cache=cache).logits]  # the prefill does not decode
+    assert calls == [], "ShortConv.forward called decode_step for a prefill of 3 tokens"
+    steps += [model(ids[:, t:t + 1], cache=cache).logits for t in range(3, 8)]
+    B, H, L = 2, config.hidden_size, config.conv_L_cache
+    assert len(calls) == 5 * config.layer_types.count(C), "ShortConv.forward did not use decode_step for one-token steps"
+    assert set(calls) == {((B, H), (B, H, L - 1), (B, H), (B, H, L - 1))}
+    assert (torch.cat(steps, dim=1) - model(ids).logits).abs().max().item() <= 1e-5
