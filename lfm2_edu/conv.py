@@ -76,4 +76,5 @@ class ShortConv(nn.Module):
         """
         window = torch.cat([state, Bx_t[:, :, None]], dim=-1)  # (B, H, L): the cached values, then this token
         y = F.conv1d(window, self.conv.weight, self.conv.bias, groups=window.shape[1])  # (B, H, 1): one position
-        return y[:, :, 0], window[:, :, 1:]  # (B, H); (B, H, L-1): drop the oldest, the size never changes
+        # A copy, not a slice: a slice would keep the whole (B, H, L) window alive in the cache.
+        return y[:, :, 0], window[:, :, 1:].clone()  # (B, H); (B, H, L-1): drop the oldest, the size never changes

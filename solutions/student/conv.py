@@ -54,4 +54,4 @@ class ShortConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)  # (B, H): y[c] = sum_j w[c, j] * window[c, j]
         if self.conv.bias is not None:
             y = y + self.conv.bias
-        return y, window[:, :, 1:]  # (B, H); (B, H, L-1): the oldest value drops out
+        return y, window[:, :, 1:].clone()  # (B, H); (B, H, L-1): a copy, or the cache keeps all L
