@@ -43,3 +43,29 @@ clean:
 .PHONY: grade
 grade: venv
 	$(BIN)/python -m student.grade $(if $(CH),--chapter $(CH)) $(if $(BLOCKS),--blocks $(BLOCKS))
+
+# ------------------------------------------------------------------------------ browser tests
+# make test-browser: every chapter in JupyterLab in a real Chromium, as a student opens it: all
+# cells run, no error output or broken widget, every explorer worked once per control. Needs the
+# system Chromium (Debian's `chromium`; Playwright's own download is not used) and Playwright.
+# Screenshots go to browser-screenshots/. Stops the server, its kernels and Chromium, also on failure.
+CHROMIUM ?=
+SCREENSHOTS ?= browser-screenshots
+FIND_CHROMIUM = $${CHROMIUM:-$$(command -v chromium || command -v chromium-browser || true)}
+
+.PHONY: test-browser browser-deps
+
+browser-deps: venv
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet "playwright>=1.45"
+	@CHROMIUM="$(CHROMIUM)"; if [ -z "$(FIND_CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "make test-browser needs Chromium: install the system package (Debian: sudo apt-get install chromium)"; \
+	    echo "or name one with CHROMIUM=/path/to/chromium"; exit 1; \
+	  fi; \
+	fi
+
+test-browser: browser-deps
+	CHROMIUM="$(CHROMIUM)"; LFM2_EDU_CHROMIUM="$(FIND_CHROMIUM)" LFM2_EDU_SCREENSHOTS="$(abspath $(SCREENSHOTS))" \
+	  $(BIN)/python -m pytest tests/browser -p no:cacheprovider -p no:nbval -o addopts="-ra" -v

@@ -9,6 +9,7 @@ import torch  # noqa: E402
 
 from lfm2_edu import Capture  # noqa: E402
 from lfm2_edu.viz import conv as conv_viz  # noqa: E402
+from lfm2_edu.viz import style  # noqa: E402
 from reference import tiny_config  # noqa: E402
 from test_cache import random_model  # noqa: E402
 
@@ -93,7 +94,8 @@ def test_sentence_html_escapes_and_highlights():
     out = conv_viz.sentence_html(["a", "<b>", "&c", "d"], t=2, window=1)
     assert "&lt;b&gt;" in out and "&amp;c" in out and "<span" in out
     spans = out.split("<span")[1:]
-    assert "fdd835" in spans[2] and "fff59d" in spans[1] and "background" not in spans[0] + spans[3]
+    assert style.OKABE_ITO["yellow"] in spans[2] and style.TINTS[1] in spans[1]  # the token, the window before it
+    assert "background" not in spans[0] + spans[3]
 
 
 def test_conv_explorer_updates_and_escapes():

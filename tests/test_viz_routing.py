@@ -11,6 +11,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 
 from lfm2_edu import routing as R  # noqa: E402
 from lfm2_edu.viz import routing as V  # noqa: E402
+from lfm2_edu.viz import style  # noqa: E402
 from reference import tiny_config  # noqa: E402
 from test_cache import random_model  # noqa: E402
 
@@ -32,11 +33,12 @@ def routed():
     return model, ids, R.route_tokens(model, FakeTokenizer(), ids)
 
 
-def test_expert_colours_are_distinct_up_to_60():
-    for E in (6, 16, 32, 60):
+def test_expert_colours_come_from_the_style_and_repeat():
+    hues = len(style.EXPERT_HUES)
+    for E in (6, 16):
         colours = V.expert_colours(E)
         assert colours.shape == (E, 4) and len({to_hex(c) for c in colours}) == E
-    assert np.array_equal(V.expert_colours(64)[60], V.expert_colours(64)[0])  # then they repeat
+    assert np.array_equal(V.expert_colours(64)[hues], V.expert_colours(64)[0])  # then they repeat: ids are printed
 
 
 def test_token_routing_colours_each_token_by_its_first_choice(routed):
@@ -46,19 +48,23 @@ def test_token_routing_colours_each_token_by_its_first_choice(routed):
     for j, i in enumerate(table.layers):
         assert data.first_choice[i] == [table.experts[t][j][0] for t in range(len(ids))]
     ax = fig.axes[0]
-    assert len(ax.patches) == 4 * len(ids)  # one box per token and layer
+    assert len(ax.patches) == 4 * len(ids)  # one cell per token and layer
     colours = V.expert_colours(6)
     box = ax.patches[len(ids) * 2 + 3]  # layer 2, token 3
     assert np.allclose(box.get_facecolor(), colours[data.first_choice[2][3]])
-    assert to_hex(ax.patches[0].get_facecolor()) == V.DENSE_COLOUR
-    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == [str(e) for e in range(6)]  # the legend
+    assert to_hex(ax.patches[0].get_facecolor()) == to_hex(V.DENSE_COLOUR)
+    assert [t.get_text() for t in ax.get_xticklabels()] == table.tokens
+    assert [t.get_text() for t in ax.texts][len(ids) + 3] == str(data.first_choice[2][3])  # its id, printed
     plt.close(fig)
 
 
-def test_token_routing_wraps_long_texts():
-    place = V._layout(["abcd"] * 10, max_chars=20)
-    assert [line for line, _, _ in place] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
-    assert place[4][1] == 0.0  # a new line starts at the left
+def test_token_routing_wraps_long_texts(routed):
+    _, ids, table = routed
+    data, fig = V.plot_token_routing(table, max_tokens=4)
+    assert len(fig.axes) == 3  # 10 tokens: blocks of 4, 4 and 2
+    assert [len(ax.get_xticklabels()) for ax in fig.axes] == [4, 4, 2]
+    assert sum(len(ax.patches) for ax in fig.axes) == 4 * len(ids)
+    plt.close(fig)
 
 
 def test_token_scores_figure(routed):
@@ -71,8 +77,8 @@ def test_token_scores_figure(routed):
     assert data.entropy == pytest.approx(float(R.router_entropy(view["scores"][4])))
     assert data.margin == pytest.approx(float(R.selection_margin(view["selection_scores"][4], 2)))
     ax = fig.axes[0]
-    red = [p for p in ax.patches if to_hex(p.get_facecolor()) == to_hex("tab:red")]
-    assert len(ax.patches) == 6 and len(red) == 2  # one bar per expert, the chosen k in red
+    chosen = [p for p in ax.patches if to_hex(p.get_facecolor()) == to_hex(style.HIGHLIGHT)]
+    assert len(ax.patches) == 6 and len(chosen) == 2  # one bar per expert, the chosen k highlighted
     threshold = ax.lines[0].get_ydata()[0]
     assert threshold == pytest.approx(np.sort(data.selection_scores)[-2])
     plt.close(fig)
@@ -211,7 +217,8 @@ def test_model_comparison_figure():
     first, second = fig.axes
     assert [p.get_height() for p in first.patches] == [0.2, 0.3, 1.0, 2.0]  # a bar per model and layer
     assert first.get_title() == "MaxVio" and len(first.lines) == 1 and len(second.lines) == 0  # baseline or not
-    assert "uniform random routing" in [t.get_text() for t in second.get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend for all panels, the baseline in it
+    assert legend == ["trained", "untrained", "uniform random routing"]
     plt.close(fig)
 
 

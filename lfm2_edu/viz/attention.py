@@ -19,6 +19,7 @@ from matplotlib.colors import PowerNorm
 
 from ..cache import expected_cache_bytes
 from ..trace import Capture
+from . import style
 
 
 def attention_layer_indices(config) -> list[int]:
@@ -41,30 +42,37 @@ class HeadMapping:
     kv_of_head: torch.Tensor  # (nh,): kv head j serves query heads j*g .. j*g+g-1
 
 
+def _group_colour(j: int):
+    """The colour of kv head j's group (cycling; the groups are also labelled and placed)."""
+    return style.CATEGORICAL[j % len(style.CATEGORICAL)]
+
+
+@style.figure
 def head_mapping(n_heads: int, n_kv_heads: int) -> tuple[HeadMapping, plt.Figure]:
     """Boxes for the query heads (top) and the kv heads (bottom), a line for each query head to
-    the kv head whose keys and values it uses."""
+    the kv head whose keys and values it uses. Each box is labelled; the colour repeats it."""
     kv_of_head = kv_head_of(n_heads, n_kv_heads)
     g = n_heads // n_kv_heads
     data = HeadMapping(n_heads, n_kv_heads, kv_of_head)
-    colours = plt.get_cmap("tab10" if n_kv_heads <= 10 else "tab20")
+    vertical = n_heads > 16  # many heads: labels turned, so that each fits its column
 
-    fig, ax = plt.subplots(figsize=(min(max(2.0 + 0.42 * n_heads, 6.5), 16), 2.8))
+    fig, ax = plt.subplots(figsize=(min(max(2.5 + (0.32 if vertical else 0.5) * n_heads, 7.5), 13.0), 3.4))
     for h in range(n_heads):
         j = int(kv_of_head[h])
         kv_x = j * g + (g - 1) / 2
-        ax.plot([h, kv_x], [1.0, 0.0], color=colours(j % colours.N), lw=1.2, zorder=1)
-        ax.text(h, 1.0, f"q{h}", ha="center", va="center", fontsize=8 if n_heads <= 16 else 6.5, zorder=2,
-                bbox=dict(boxstyle="round,pad=0.3", fc=colours(j % colours.N), ec="black", alpha=0.9))
+        ax.plot([h, kv_x], [1.0, 0.0], color=_group_colour(j), lw=1.5, zorder=1)
+        ax.text(h, 1.0, f"q{h}", ha="center", va="center", zorder=2, rotation=90 if vertical else 0,
+                color=style.text_colour(_group_colour(j)),
+                bbox=dict(boxstyle="round,pad=0.3", fc=_group_colour(j), ec=style.INK))
     for j in range(n_kv_heads):
-        ax.text(j * g + (g - 1) / 2, 0.0, f"K,V {j}", ha="center", va="center", fontsize=9, zorder=2,
-                bbox=dict(boxstyle="round,pad=0.4", fc="white", ec=colours(j % colours.N), lw=2))
+        ax.text(j * g + (g - 1) / 2, 0.0, f"K,V {j}", ha="center", va="center", zorder=2,
+                bbox=dict(boxstyle="round,pad=0.4", fc=style.PAPER, ec=_group_colour(j), lw=2.5))
     ax.set_xlim(-1, n_heads)
-    ax.set_ylim(-0.35, 1.35)
+    ax.set_ylim(-0.4, 1.45)
     ax.axis("off")
-    ax.text(-0.9, 1.25, f"{n_heads} query heads", fontsize=10, va="center")
-    ax.text(-0.9, -0.28, f"{n_kv_heads} key/value heads", fontsize=10, va="center")
-    ax.set_title(f"GQA: kv head j serves query heads j*{g} .. j*{g}+{g - 1}  (g = {n_heads}/{n_kv_heads} = {g})")
+    ax.text(-0.9, 1.38, f"{n_heads} query heads", va="center")
+    ax.text(-0.9, -0.36, f"{n_kv_heads} key/value heads", va="center")
+    ax.set_title(f"GQA: kv head j serves query heads j*{g} .. j*{g}+{g - 1}\n(g = {n_heads}/{n_kv_heads} = {g})")
     fig.tight_layout()
     return data, fig
 
@@ -79,11 +87,13 @@ class AttentionHeads:
     grid: list[list[int]]  # grid[j] = the query heads in row j (those served by kv head j)
 
 
+@style.figure
 def attention_heads(probs: torch.Tensor, tokens: list[str], n_kv_heads: int, layer: int,
                     cell: float | None = None) -> tuple[AttentionHeads, plt.Figure]:
     """probs: (nh, T, T) attention probabilities of one layer for one sequence (e.g.
     `capture["layers.{i}.attn.probs"][0]`). The heads in order, so that each kv head's g query heads
-    sit side by side (at most 8 maps per row), framed in the kv head's colour."""
+    sit side by side (at most 8 maps per row), framed in the kv head's colour and titled with it.
+    The maps fill a slide; token labels are thinned to what fits at 12 pt."""
     probs = probs.detach().float().cpu()
     n_heads, T, S = probs.shape
     if len(tokens) != T or S != T:
@@ -95,37 +105,39 @@ def attention_heads(probs: torch.Tensor, tokens: list[str], n_kv_heads: int, lay
 
     n_cols = g * max(1, min(n_kv_heads, 8 // g)) if g <= 8 else 8  # whole groups per row when they fit
     n_rows = -(-n_heads // n_cols)
-    cell = cell or max(1.6, min(3.2, 12.0 / n_cols))
-    width, height = cell * n_cols + 1.8, cell * n_rows + 1.3
+    slide_w, slide_h = style.SLIDE_INCHES
+    labels_w, labels_h = 0.3 + style.CHAR_INCHES * max(map(len, tokens)), 1.4  # token labels, titles
+    cell = cell or min(3.2, (slide_w - 1.6 - labels_w) / n_cols, (slide_h - 0.5 - labels_h - 0.45 * n_rows) / n_rows)
+    width, height = cell * n_cols + labels_w + 1.2, (cell + 0.45) * n_rows + labels_h
+    step = style.every(T, max(1, int(cell / style.LINE_INCHES)))  # at most one label per text line
+    ticks = list(range(0, T, step))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
-    cmap = plt.get_cmap("viridis").with_extremes(bad="#eeeeee")  # grey: the future, masked
-    colours = plt.get_cmap("tab10" if n_kv_heads <= 10 else "tab20")
-    fontsize = 7 if T <= 20 else 5
+    cmap = plt.get_cmap(style.SEQUENTIAL).with_extremes(bad=style.FAINT)  # grey: the future, masked
     for ax in axes.flat[n_heads:]:
         ax.axis("off")
     for h in range(n_heads):
         r, c = divmod(h, n_cols)
         ax, j = axes[r, c], int(kv_of_head[h])
         im = ax.imshow(np.ma.array(probs[h].numpy(), mask=future), cmap=cmap, norm=norm, interpolation="nearest")
-        ax.set_title(f"q{h} → kv{j}", fontsize=9, color=colours(j % colours.N))
+        ax.set_title(f"q{h} → kv{j}")
         for spine in ax.spines.values():
-            spine.set_edgecolor(colours(j % colours.N))
-            spine.set_linewidth(2.5)
+            spine.set_visible(True)
+            spine.set_edgecolor(_group_colour(j))
+            spine.set_linewidth(3)
         ax.set_xticks([])
         ax.set_yticks([])
         if c == 0:
-            ax.set_yticks(range(T), tokens, fontsize=fontsize)
-            ax.set_ylabel("query token", fontsize=9)
+            ax.set_yticks(ticks, [tokens[t] for t in ticks], family=style.MONO)
+            ax.set_ylabel("query token")
         if h + n_cols >= n_heads:  # bottom map of its column
-            ax.set_xticks(range(T), tokens, rotation=90, fontsize=fontsize)
-            ax.set_xlabel("key token", fontsize=9)
-    fig.suptitle(f"Layer {layer}: the attention of all {n_heads} query heads; same frame colour = "
-                 f"same key/value head", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1 - 1.2 / width, 1 - 0.45 / height))
-    cax = fig.add_axes((1 - 0.9 / width, 0.2, 0.15 / width, 0.6))
-    fig.colorbar(im, cax=cax, label="attention probability (sqrt scale)")
+            ax.set_xticks(ticks, [tokens[t] for t in ticks], rotation=90, family=style.MONO)
+            ax.set_xlabel("key token")
+    fig.suptitle(f"Layer {layer}: all {n_heads} query heads; same frame = same key/value head")
+    fig.tight_layout(rect=(0, 0, 1 - 1.1 / width, 1))
+    cax = fig.add_axes((1 - 1.0 / width, 0.2, 0.15 / width, 0.6))
+    fig.colorbar(im, cax=cax, label="probability (sqrt scale)")
     return data, fig
 
 
@@ -158,6 +170,7 @@ class KVCacheGrowth:
     curves: dict[str, dict[str, np.ndarray]]  # model name -> {"MHA", "GQA", "conv states"} -> bytes (N,)
 
 
+@style.figure
 def kv_cache_growth(sizes: list[KVCacheSize], max_tokens: int = 32768) -> tuple[KVCacheGrowth, plt.Figure]:
     """Cache bytes against context length (log-log), one panel per model: K/V with GQA, K/V if it
     were multi-head attention, and the conv states, which stay flat."""
@@ -166,9 +179,10 @@ def kv_cache_growth(sizes: list[KVCacheSize], max_tokens: int = 32768) -> tuple[
                        "conv states": np.full_like(tokens, s.conv_state_bytes)} for s in sizes}
     data = KVCacheGrowth(tokens, curves)
 
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.0), squeeze=False)
-    styles = {"MHA K/V": dict(color="tab:red", ls="--"), "GQA K/V": dict(color="tab:blue"),
-              "conv states": dict(color="tab:green", ls=":")}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.4 * len(sizes), 4.8), squeeze=False)
+    attention, conv = style.LAYER_COLOURS["attention"], style.LAYER_COLOURS["conv"]
+    styles = {"MHA K/V": dict(color=attention, ls="--"), "GQA K/V": dict(color=attention),
+              "conv states": dict(color=conv, ls=":")}
     for ax, s in zip(axes[0], sizes):
         for label, values in curves[s.name].items():
             per_token = {"MHA K/V": s.mha_bytes_per_token, "GQA K/V": s.gqa_bytes_per_token}.get(label)
@@ -178,8 +192,8 @@ def kv_cache_growth(sizes: list[KVCacheSize], max_tokens: int = 32768) -> tuple[
             ax.loglog(tokens, values / 1024, label=label + suffix, lw=2, **styles[label])
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(f"cache (KiB, {8 * s.bytes_per_value}-bit values)")
-        ax.set_title(f"{s.name}: {s.attention_layers} attention + {s.conv_layers} conv layers", fontsize=10)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{s.name}:\n{s.attention_layers} attention + {s.conv_layers} conv layers")
+        ax.legend(loc="upper left")
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return data, fig
@@ -211,11 +225,12 @@ def attention_rows_html(probs: torch.Tensor, tokens: list[str], t: int, n_kv_hea
             spans = []
             for s in range(t + 1):
                 alpha = float(p[s]) ** 0.5  # sqrt: small weights stay visible
-                spans.append(f"<span title='{float(p[s]):.3f}' style='{cell}background:rgba(30,100,220,{alpha:.3f});"
-                             f"color:{'white' if alpha > 0.6 else 'black'}'>{html.escape(tokens[s])}</span>")
+                shade = style.rgba_css(style.CATEGORICAL[0], alpha)
+                spans.append(f"<span title='{float(p[s]):.3f}' style='{cell}background:{shade};"
+                             f"color:{style.PAPER if alpha > 0.6 else style.INK}'>{html.escape(tokens[s])}</span>")
             rows.append(f"<tr><td style='padding-right:6px;text-align:right'>head {h}</td>"
                         f"<td style='text-align:left'>{''.join(spans)}"
-                        f" <span style='color:#666'>max {float(p[top]):.2f} on {html.escape(tokens[top])}</span>"
+                        f" <span style='color:{style.MUTED}'>max {float(p[top]):.2f} on {html.escape(tokens[top])}</span>"
                         f"</td></tr>")
     rows.append("</table>")
     return "".join(rows)

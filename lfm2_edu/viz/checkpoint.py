@@ -22,14 +22,8 @@ from torch import nn
 from ..cache import expected_cache_bytes
 from ..config import LFM2Config
 from ..params import GROUPS
-
-GROUP_COLORS = {
-    "embedding": "#4C72B0", "norms": "#8C8C8C", "conv": "#55A868", "attention": "#DD8452",
-    "dense_mlp": "#8172B3", "router": "#C44E52", "experts": "#DA8BC3", "lm_head": "#64B5CD",
-    "header": "#000000",
-}
-MIXER_COLORS = {"conv": "#55A868", "attention": "#DD8452"}
-FFN_COLORS = {"dense": "#8172B3", "moe": "#DA8BC3"}
+from . import style
+from .style import GROUP_COLOURS, LAYER_COLOURS, LAYER_LETTERS, LAYER_NAMES
 
 
 # ------------------------------------------------------------------------------------- groups
@@ -96,30 +90,34 @@ def human_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+@style.figure
 def plot_parameter_groups(counts: dict[str, dict[str, tuple[int, int]]]):
-    """counts: model label -> {group: (total, active)}. One panel per model; a light bar for the
-    parameters stored, a dark one for those one token multiplies with."""
+    """counts: model label -> {group: (total, active)}. One panel per model, one row per group
+    (named on its axis); a light bar for the parameters stored, a dark one for those one token
+    multiplies with."""
     data = {label: {g: ta for g, ta in groups.items() if ta[0]} for label, groups in counts.items()}
-    fig, axes = plt.subplots(1, len(data), figsize=(6.2 * len(data), 3.6), squeeze=False)
+    rows = max(len(groups) for groups in data.values())
+    fig, axes = plt.subplots(1, len(data), figsize=(6.4 * len(data), 1.6 + 0.42 * rows), squeeze=False)
     for ax, (label, groups) in zip(axes[0], data.items()):
         names = list(groups)[::-1]  # first group on top
         totals = [groups[g][0] for g in names]
         actives = [groups[g][1] for g in names]
-        colors = [GROUP_COLORS[g] for g in names]
-        ax.barh(names, totals, color=colors, alpha=0.35)
-        ax.barh(names, actives, color=colors, height=0.45)
+        colours = [GROUP_COLOURS[g] for g in names]
+        ax.barh(names, totals, color=colours, alpha=0.35)
+        ax.barh(names, actives, color=colours, height=0.45)
         for y, (t, a) in enumerate(zip(totals, actives)):
             text = human(t) if t == a else f"{human(t)} / {human(a)} active"
-            ax.text(t, y, " " + text, va="center", fontsize=8)
-        ax.set_xlim(0, max(totals) * 1.45)
+            ax.text(t, y, " " + text, va="center")
+        ax.set_xlim(0, max(totals) * 1.6)
         all_total, all_active = sum(totals), sum(actives)
-        ax.set_title(f"{label}: {human(all_total)} parameters, {human(all_active)} active per token", fontsize=10)
+        ax.set_title(f"{label}: {human(all_total)} parameters,\n{human(all_active)} active per token")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
         ax.set_xlabel("parameters")
-    key = [Patch(color="#777", alpha=0.35, label="wide, light: stored (total)"),
-           Patch(color="#777", label="narrow, dark: used per token (active)")]
-    fig.legend(handles=key, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    key = [Patch(color=style.MUTED, alpha=0.35, label="wide, light: stored (total)"),
+           Patch(color=style.MUTED, label="narrow, dark: used per token (active)")]
+    fig.legend(handles=key, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return data, fig
 
 
@@ -130,37 +128,35 @@ def layer_pattern(config: LFM2Config) -> list[tuple[str, str]]:
             for i in range(config.num_hidden_layers)]
 
 
+@style.figure
 def plot_layer_pattern(configs: dict[str, LFM2Config]):
-    """One strip per model: each layer is a column, its mixer on top and its feed-forward below."""
+    """One strip per model: each layer is a column, its mixer on top and its feed-forward below,
+    in the layer-type colours and lettered (C conv, A attention, D dense, M MoE)."""
     data = {label: layer_pattern(cfg) for label, cfg in configs.items()}
     n_max = max(len(p) for p in data.values())
-    fig, axes = plt.subplots(len(data), 1, figsize=(max(6.0, 0.42 * n_max + 1.8), 1.45 * len(data) + 0.5),
+    fig, axes = plt.subplots(len(data), 1, figsize=(max(7.0, 0.45 * n_max + 2.4), 1.75 * len(data) + 0.8),
                              squeeze=False)
     for ax, (label, pattern) in zip(axes[:, 0], data.items()):
         for i, (mixer, ffn) in enumerate(pattern):
-            ax.add_patch(Rectangle((i, 1), 0.92, 0.92, color=MIXER_COLORS[mixer]))
-            ax.add_patch(Rectangle((i, 0), 0.92, 0.92, color=FFN_COLORS[ffn]))
-            ax.text(i + 0.46, 1.46, "A" if mixer == "attention" else "C", ha="center", va="center",
-                    fontsize=8, color="white", weight="bold")
-            ax.text(i + 0.46, 0.46, "M" if ffn == "moe" else "D", ha="center", va="center",
-                    fontsize=8, color="white", weight="bold")
+            for y, kind in ((1, mixer), (0, ffn)):
+                ax.add_patch(Rectangle((i, y), 0.92, 0.92, color=LAYER_COLOURS[kind]))
+                ax.text(i + 0.46, y + 0.46, LAYER_LETTERS[kind], ha="center", va="center", weight="bold",
+                        color=style.text_colour(LAYER_COLOURS[kind]))
         ax.set_xlim(-0.1, n_max)
         ax.set_ylim(0, 1.95)
-        ax.set_xticks([i + 0.46 for i in range(len(pattern))], [str(i) for i in range(len(pattern))], fontsize=7)
-        ax.set_yticks([0.46, 1.46], ["feed-forward", "mixer"], fontsize=8)
+        step = style.every(len(pattern), 32)
+        ax.set_xticks([i + 0.46 for i in range(0, len(pattern), step)], [str(i) for i in range(0, len(pattern), step)])
+        ax.set_yticks([0.46, 1.46], ["feed-forward", "mixer"])
         ax.tick_params(length=0)
         for side in ax.spines.values():
             side.set_visible(False)
         n_attn = sum(m == "attention" for m, _ in pattern)
         n_moe = sum(f == "moe" for _, f in pattern)
-        ax.set_title(f"{label}: {len(pattern)} layers, {n_attn} attention, {n_moe} MoE", fontsize=10)
+        ax.set_title(f"{label}: {len(pattern)} layers, {n_attn} attention, {n_moe} MoE")
     axes[-1, 0].set_xlabel("layer")
-    handles = [Patch(color=MIXER_COLORS["conv"], label="C: short conv"),
-               Patch(color=MIXER_COLORS["attention"], label="A: attention (GQA)"),
-               Patch(color=FFN_COLORS["dense"], label="D: dense SwiGLU"),
-               Patch(color=FFN_COLORS["moe"], label="M: sparse MoE")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    handles = [Patch(color=LAYER_COLOURS[k], label=f"{LAYER_LETTERS[k]}: {LAYER_NAMES[k]}") for k in LAYER_COLOURS]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return data, fig
 
 
@@ -184,8 +180,10 @@ def cache_budget(config: LFM2Config, context_lengths, bytes_per_value: int = 2) 
     }
 
 
+@style.figure
 def plot_design_budget(config: LFM2Config, label: str = "LFM2-8B-A1B", max_context: int = 32768):
-    """Left: parameters stored vs multiplied per token. Right: cache memory vs context length."""
+    """Left: parameters stored vs multiplied per token. Right: cache memory vs context length,
+    each line named at its end (and dashed or solid), not by colour alone."""
     from ..params import count_parameters
 
     counts = count_parameters(config)
@@ -194,40 +192,44 @@ def plot_design_budget(config: LFM2Config, label: str = "LFM2-8B-A1B", max_conte
     data = {"total": counts.total, "active": counts.active,
             "experts": counts.by_group["experts"], **budget}
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.5]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.8), gridspec_kw={"width_ratios": [1, 1.5]})
     exp_t, exp_a = counts.by_group["experts"]
     rest_t, rest_a = counts.total - exp_t, counts.active - exp_a
-    bars = ["stored", "used per token"]
-    left.bar(bars, [rest_t, rest_a], color=GROUP_COLORS["embedding"], label="everything but the experts")
-    left.bar(bars, [exp_t, exp_a], bottom=[rest_t, rest_a], color=GROUP_COLORS["experts"], label="experts")
+    bars = ["stored", "used per\ntoken"]
+    left.bar(bars, [rest_t, rest_a], color=GROUP_COLOURS["embedding"], label="everything but the experts")
+    left.bar(bars, [exp_t, exp_a], bottom=[rest_t, rest_a], color=GROUP_COLOURS["experts"], hatch="//",
+             edgecolor=style.PAPER, label="experts")
     for x, v in enumerate([counts.total, counts.active]):
-        left.text(x, v, human(v), ha="center", va="bottom", fontsize=9)
-    left.set_ylim(0, counts.total * 1.15)
+        left.text(x, v, human(v), ha="center", va="bottom")
+    left.set_ylim(0, counts.total * 1.5)
     left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
     left.set_ylabel("parameters")
-    left.set_title(f"{label}: sparse experts", fontsize=10)
-    left.legend(fontsize=8, loc="upper right")
+    left.set_title(f"{label}: sparse experts")
+    left.legend(loc="upper right")
 
     mib = 2**20
-    right.plot(lengths, [b / mib for b in budget["all_attention"]], color=GROUP_COLORS["attention"],
-               label=f"if all {config.num_hidden_layers} layers were attention")
     n_attn = len(config.attention_layers)
-    right.plot(lengths, [b / mib for b in budget["hybrid"]], color=GROUP_COLORS["conv"],
-               label=f"hybrid: {n_attn} attention + {config.num_hidden_layers - n_attn} conv layers")
+    lines = ((budget["all_attention"], "--", LAYER_COLOURS["attention"], f"all {config.num_hidden_layers} layers attention"),
+             (budget["hybrid"], "-", LAYER_COLOURS["conv"], f"hybrid: {n_attn} attention\n+ {config.num_hidden_layers - n_attn} conv"))
+    for values, dash, colour, name in lines:
+        right.plot(lengths, [b / mib for b in values], dash, color=colour, lw=2.5)
+        right.annotate(name, (lengths[-1], values[-1] / mib), xytext=(6, 0), textcoords="offset points",
+                       va="center", color=colour)
     right.set_xlabel("context length (tokens)")
     right.set_ylabel("cache memory (MiB, bf16)")
     slower = f"{config.num_hidden_layers / n_attn:.0f}x more slowly" if n_attn else "not at all"
-    right.set_title(f"short convs: the cache grows {slower}", fontsize=10)
-    right.legend(fontsize=8, loc="upper left")
+    right.set_title(f"short convs: the cache grows {slower}")
     right.grid(alpha=0.3)
     fig.tight_layout()
     return data, fig
 
 
 # -------------------------------------------------------------------------------- file layout
+@style.figure
 def plot_file_layout(header: dict, header_bytes: int, file_bytes: int, title: str = "model.safetensors"):
-    """A safetensors file as one strip: 8 bytes of length, the JSON header, then every tensor's
-    bytes back to back (data_offsets count from the end of the header). Coloured by group."""
+    """A safetensors file: 8 bytes of length, the JSON header, then every tensor's bytes back to
+    back (data_offsets count from the end of the header). One row per group, named with its share
+    of the file, each tensor drawn at its offset: the rows show how the groups interleave."""
     start = 8 + header_bytes
     spans = []  # (begin, end, group) in file bytes
     for name, info in header.items():
@@ -241,22 +243,23 @@ def plot_file_layout(header: dict, header_bytes: int, file_bytes: int, title: st
         by_group[group] = by_group.get(group, 0) + end - begin
     data = {"spans": spans, "bytes_by_group": by_group, "file_bytes": file_bytes}
 
-    fig, ax = plt.subplots(figsize=(11, 1.6))
-    ax.broken_barh([(0, start)], (0, 1), color=GROUP_COLORS["header"])
+    groups = list(by_group)  # in the order of first appearance in the file
+    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.42 * len(groups)))
+    ax.broken_barh([(0, start)], (-0.4, 0.8), color=GROUP_COLOURS["header"])
     for begin, end, group in spans:
-        ax.broken_barh([(begin, end - begin)], (0, 1), color=GROUP_COLORS[group])
+        ax.broken_barh([(begin, end - begin)], (groups.index(group) - 0.4, 0.8), color=GROUP_COLOURS[group])
+    ax.set_yticks(range(len(groups)), [f"{g} ({100 * by_group[g] / file_bytes:.1f}%)" for g in groups])
+    ax.invert_yaxis()
     ax.set_xlim(0, file_bytes)
-    ax.set_yticks([])
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(v)))
     ax.set_xlabel("offset in the file")
-    ax.set_title(f"{title}: {human_bytes(file_bytes)}; 8 bytes + header {human_bytes(start - 8)}, then the tensors "
-                 f"back to back", fontsize=10)
-    handles = [Patch(color=GROUP_COLORS[g], label=f"{g} ({100 * n / file_bytes:.1f}%)") for g, n in by_group.items()]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=2, fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{title}: {human_bytes(file_bytes)}; 8 bytes + header {human_bytes(start - 8)},\n"
+                 f"then the tensors back to back")
     fig.tight_layout()
     return data, fig
 
 
-__all__ = ["FFN_COLORS", "GROUP_COLORS", "MIXER_COLORS", "cache_budget", "group_of", "human", "human_bytes", "layer_pattern",
+__all__ = ["cache_budget", "group_of", "human", "human_bytes", "layer_pattern",
            "parameter_groups", "plot_design_budget", "plot_file_layout", "plot_layer_pattern",
            "plot_parameter_groups"]

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from ..trace import Capture
+from . import style
 
 
 def conv_layer_indices(config) -> list[int]:
@@ -47,6 +48,7 @@ class ConvWeights:
 
 
 @torch.no_grad()
+@style.figure
 def conv_weights(model, layer: int | None = None, max_channels: int = 256) -> tuple[ConvWeights, plt.Figure]:
     """The depthwise kernel (H, 1, L) of conv layer `layer` (default: the middle conv layer) as a
     taps x channels heatmap (the first `max_channels` channels), and the mean |w| per tap of every
@@ -62,17 +64,18 @@ def conv_weights(model, layer: int | None = None, max_channels: int = 256) -> tu
     taps = tap_labels(weight.shape[1])
     data = ConvWeights(layer, weight, layers, tap_mean_abs, taps)
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, max(4.0, 1.6 + style.LINE_INCHES * len(layers))),
+                                   gridspec_kw={"width_ratios": [3, 1]})
     lim = float(weight.abs().max()) or 1.0
-    im = ax0.imshow(weight.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    im = ax0.imshow(weight.T.numpy(), aspect="auto", cmap=style.DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
     ax0.set_yticks(range(len(taps)), [f"{t}" for t in taps])
     ax0.set_xlabel("channel" + (f" (first {weight.shape[0]} of {H})" if weight.shape[0] < H else ""))
     ax0.set_ylabel("tap (token it multiplies)")
     ax0.set_title(f"Layer {layer}: one kernel of {len(taps)} taps per channel (conv.weight)")
     fig.colorbar(im, ax=ax0, label="weight", fraction=0.03)
-    im = ax1.imshow(tap_mean_abs.numpy(), aspect="auto", cmap="magma")
+    im = ax1.imshow(tap_mean_abs.numpy(), aspect="auto", cmap=style.SEQUENTIAL)
     ax1.set_xticks(range(len(taps)), taps)
-    ax1.set_yticks(range(len(layers)), [f"layer {i}" for i in layers], fontsize=8 if len(layers) > 10 else 10)
+    ax1.set_yticks(range(len(layers)), [f"layer {i}" for i in layers])
     ax1.set_xlabel("tap")
     ax1.set_title("mean |w| per tap")
     fig.colorbar(im, ax=ax1, label="mean |weight|")
@@ -90,6 +93,7 @@ class ConvGates:
     C: torch.Tensor  # (T, n): gate after the conv
 
 
+@style.figure
 def conv_gates(capture: Capture, layer: int, tokens: list[str],
                max_channels: int = 128) -> tuple[ConvGates, plt.Figure]:
     """Heatmaps of B and C (token x channel) of one conv layer, from a Capture that recorded
@@ -101,17 +105,17 @@ def conv_gates(capture: Capture, layer: int, tokens: list[str],
     channels = torch.arange(min(H, max_channels))
     data = ConvGates(layer, list(tokens), channels, B[:, channels].float().cpu(), C[:, channels].float().cpu())
 
-    height = 1.2 + 0.22 * len(tokens)
+    height = 1.6 + style.LINE_INCHES * len(tokens)
     fig, axes = plt.subplots(1, 2, figsize=(13, height), sharey=True)
     shown = f"channels 0-{len(channels) - 1} of {H}" if len(channels) < H else f"all {H} channels"
-    for ax, values, name, role in ((axes[0], data.B, "B", "multiplies x before the conv"),
-                                   (axes[1], data.C, "C", "multiplies the conv output")):
+    for ax, values, name, role in ((axes[0], data.B, "B", "times x, before the conv"),
+                                   (axes[1], data.C, "C", "times the conv output")):
         lim = float(values.abs().max()) or 1.0
-        im = ax.imshow(values.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        im = ax.imshow(values.numpy(), aspect="auto", cmap=style.DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_title(f"Layer {layer}: gate {name} ({role})")
         ax.set_xlabel(f"channel ({shown})")
         fig.colorbar(im, ax=ax, label=name, fraction=0.04)
-    axes[0].set_yticks(range(len(tokens)), tokens, fontsize=8)
+    axes[0].set_yticks(range(len(tokens)), tokens, family=style.MONO)
     axes[0].set_ylabel("token")
     fig.tight_layout()
     return data, fig
@@ -137,16 +141,18 @@ def conv_token_view(capture: Capture, layer: int, t: int, max_channels: int | No
     return {s: view[s][:n] for s in STREAMS}
 
 
+@style.figure
 def plot_conv_token(view: dict[str, torch.Tensor], layer: int, token: str, dpi: int = 72) -> plt.Figure:
-    fig, axes = plt.subplots(len(STREAMS), 1, figsize=(10, 1.15 * len(STREAMS) + 0.6), sharex=True, dpi=dpi)
+    """One bar chart per stream, channel by channel; positive values above the line, negative below."""
+    fig, axes = plt.subplots(len(STREAMS), 1, figsize=(12, 1.1 * len(STREAMS) + 0.5), sharex=True, dpi=dpi)
     channels = range(view["B"].shape[0])
     for ax, s in zip(axes, STREAMS):
         values = view[s].numpy()
-        ax.bar(channels, values, width=1.0, color=["tab:red" if v > 0 else "tab:blue" for v in values])
-        ax.axhline(0, color="black", lw=0.5)
-        ax.set_title(STREAM_TITLES[s], fontsize=9, loc="left")
+        ax.bar(channels, values, width=1.0, color=style.CATEGORICAL[0])
+        ax.axhline(0, color=style.INK, lw=0.5)
+        ax.set_title(STREAM_TITLES[s], loc="left")
     axes[-1].set_xlabel("channel")
-    fig.suptitle(f"Layer {layer}, token {token!r}", fontsize=11)
+    fig.suptitle(f"Layer {layer}, token {token!r}")
     fig.tight_layout()
     return fig
 
@@ -155,12 +161,12 @@ def sentence_html(tokens: list[str], t: int, window: int = 0) -> str:
     """The tokens as HTML, escaped; token t highlighted, the `window` tokens before it underlined."""
     spans = []
     for j, tok in enumerate(tokens):
-        style = "padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;"
+        css = "padding:1px 2px;margin:1px;border-radius:3px;font-family:monospace;"
         if j == t:
-            style += "background:#fdd835;font-weight:bold;"
+            css += f"background:{style.OKABE_ITO['yellow']};font-weight:bold;outline:2px solid {style.INK};"
         elif t - window <= j < t:
-            style += "background:#fff59d;"
-        spans.append(f'<span style="{style}">{html.escape(tok)}</span>')
+            css += f"background:{style.TINTS[1]};text-decoration:underline;"
+        spans.append(f'<span style="{css}">{html.escape(tok)}</span>')
     return "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
 
 

@@ -21,6 +21,7 @@ import torch
 from ..cache import expected_cache_bytes
 from ..config import LFM2Config
 from ..generate import RECOMMENDED, Sampling, apply_min_p, apply_repetition_penalty, apply_temperature, process_logits
+from . import style
 
 
 def token_label(tokenizer, token_id: int) -> str:
@@ -73,11 +74,14 @@ def sampling_distributions(logits: torch.Tensor, seen: torch.Tensor, temperature
     }
 
 
+@style.figure
 def plot_sampling_steps(logits: torch.Tensor, seen: torch.Tensor, label: Callable[[int], str], top_n: int = 12,
                         title: str = "One next-token distribution, step by step",
                         **settings) -> tuple[SamplingSteps, plt.Figure]:
     """Four panels of grouped bars over the top_n tokens: temperature, min-p, repetition penalty,
     and all three as generate() chains them. Tokens already in the context are marked with *.
+    In each group the bars keep the legend's order (the model first, in grey), so a series is
+    found by its place as well as its colour.
     label: token id -> text (e.g. lambda i: token_label(tokenizer, i))."""
     dists = sampling_distributions(logits, seen, **settings)
     top = torch.topk(logits.float(), min(top_n, logits.shape[-1])).indices  # (n,)
@@ -87,25 +91,42 @@ def plot_sampling_steps(logits: torch.Tensor, seen: torch.Tensor, label: Callabl
         panels={p: {s: v[top].cpu().numpy() for s, v in series.items()} for p, series in dists.items()},
         kept={s: int((v > 0).sum()) for series in dists.values() for s, v in series.items()})
     n = len(data.token_ids)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7), dpi=80, sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(13.2, 7.4), sharey=True)
     x = np.arange(n)
     names = [f"{lab}*" if s else lab for lab, s in zip(data.labels, data.seen)]
     for ax, (panel, series) in zip(axes.flat, data.panels.items()):
         width = 0.8 / len(series)
         for j, (name, p) in enumerate(series.items()):
-            ax.bar(x + (j - (len(series) - 1) / 2) * width, p, width, label=f"{name} ({data.kept[name]} left)",
-                   color="0.65" if j == 0 else None)
-        ax.set_title(panel, fontsize=10)
+            colour = style.LAYER_COLOURS["dense"] if j == 0 else style.CATEGORICAL[j - 1]
+            ax.bar(x + (j - (len(series) - 1) / 2) * width, p, width,
+                   label=f"{name.replace(', ', chr(10))} ({data.kept[name]} left)",
+                   color=colour, hatch="" if j < 2 else "//", edgecolor=style.PAPER if j >= 2 else None)
+        ax.set_title(panel)
         ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_xticklabels(names, rotation=60, ha="right", family=style.MONO)
+        ax.legend(loc="upper right")
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("probability")
-    fig.suptitle(f"{title}\n(top {n} tokens of the model's distribution; * = already in the context; "
-                 f"'left' = tokens with probability > 0)", fontsize=10)
+    fig.suptitle(f"{title}\n(top {n} tokens; * = already in the context; 'left' = tokens with probability > 0)")
     fig.tight_layout()
     return data, fig
+
+
+@style.figure
+def _before_after(labels: list[str], before: np.ndarray, after: np.ndarray) -> plt.Figure:
+    """The explorer's bars: the model's probabilities (grey, left of each pair) and after the settings."""
+    fig, ax = plt.subplots(figsize=(11, 3.8), dpi=72)
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, before, 0.4, color=style.LAYER_COLOURS["dense"], label="the model (T = 1)")
+    ax.bar(x + 0.2, after, 0.4, color=style.CATEGORICAL[0], label="after the settings")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=60, ha="right", family=style.MONO)
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def sampling_explorer(logits: torch.Tensor, seen: torch.Tensor, label: Callable[[int], str], top_n: int = 15):
@@ -139,16 +160,7 @@ def sampling_explorer(logits: torch.Tensor, seen: torch.Tensor, label: Callable[
                       f"at {top_p.max():.2f}")
         with out:
             out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(9, 3.2), dpi=80)
-            x = np.arange(len(labels))
-            ax.bar(x - 0.2, base, 0.4, color="0.65", label="the model (T = 1)")
-            ax.bar(x + 0.2, top_p, 0.4, color="tab:blue", label="after the settings")
-            ax.set_xticks(x)
-            ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
-            ax.set_ylabel("probability")
-            ax.set_ylim(0, 1)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
+            fig = _before_after(labels, base, top_p)
             display(fig)
             plt.close(fig)
 
@@ -178,6 +190,7 @@ def _mb(x):
     return np.asarray(x, dtype=float) / 2**20
 
 
+@style.figure
 def plot_cache_memory(models: Mapping[str, tuple[LFM2Config, int]], lengths: Sequence[int],
                       measured: Mapping[str, Mapping[int, Mapping[str, int]]] | None = None
                       ) -> tuple[dict[str, dict[str, np.ndarray]], plt.Figure]:
@@ -186,7 +199,8 @@ def plot_cache_memory(models: Mapping[str, tuple[LFM2Config, int]], lengths: Seq
     measured: model name -> {length: cache.memory_bytes()} drawn as markers."""
     measured = measured or {}
     lengths = np.asarray(sorted(lengths), dtype=np.int64)
-    fig, axes = plt.subplots(1, len(models), figsize=(5.6 * len(models), 4.0), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5.2), squeeze=False)
+    attention, conv = style.LAYER_COLOURS["attention"], style.LAYER_COLOURS["conv"]
     data = {}
     for ax, (name, (cfg, nbytes)) in zip(axes[0], models.items()):
         ls = lengths[lengths <= cfg.max_position_embeddings]  # up to the model's context limit
@@ -196,18 +210,18 @@ def plot_cache_memory(models: Mapping[str, tuple[LFM2Config, int]], lengths: Seq
         b["total"] = b["conv"] + b["full_attention"]
         data[name] = {"lengths": ls, **b}
         n_attn, n_conv = len(cfg.attention_layers), len(cfg.conv_layers)
-        ax.plot(ls, _mb(b["all_attention"]), "--", color="0.5",
+        ax.plot(ls, _mb(b["all_attention"]), "--", color=style.MUTED,
                 label=f"if all {cfg.num_hidden_layers} layers were attention")
-        ax.plot(ls, _mb(b["total"]), color="black", lw=2, label="total")
+        ax.plot(ls, _mb(b["total"]), color=style.INK, lw=2.5, label="total")
         if n_attn:
-            ax.plot(ls, _mb(b["full_attention"]), color="tab:orange", label=f"{n_attn} attention layers (K, V)")
+            ax.plot(ls, _mb(b["full_attention"]), "-.", color=attention, lw=2, label=f"{n_attn} attention layers (K, V)")
         if n_conv:
-            ax.plot(ls, _mb(b["conv"]), color="tab:blue", label=f"{n_conv} conv layers (last L-1 of B*x)")
+            ax.plot(ls, _mb(b["conv"]), ":", color=conv, lw=2.5, label=f"{n_conv} conv layers (last L-1 of B*x)")
         if name in measured:
             ms = sorted(measured[name].items())
             xs = [s for s, _ in ms]
             label = "measured: cache.memory_bytes()"
-            for kind, colour, present in (("full_attention", "tab:orange", n_attn), ("conv", "tab:blue", n_conv)):
+            for kind, colour, present in (("full_attention", attention, n_attn), ("conv", conv, n_conv)):
                 if present:
                     ax.plot(xs, _mb([m[kind] for _, m in ms]), "o", color=colour, ms=7, label=label)
                     label = None
@@ -216,9 +230,9 @@ def plot_cache_memory(models: Mapping[str, tuple[LFM2Config, int]], lengths: Seq
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("cache size (MiB, batch 1)")
         kib = expected_cache_bytes(cfg, 1, nbytes)["full_attention"] / 1024  # per token
-        ax.set_title(f"{name}: {kib:.3g} KiB more per token, up to {ls[-1]:,} tokens", fontsize=10)
+        ax.set_title(f"{name}:\n{kib:.3g} KiB more per token, up to {ls[-1]:,} tokens")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(loc="upper left")
     fig.tight_layout()
     return data, fig
 

@@ -15,6 +15,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..trace import Capture
+from . import style
 
 
 @dataclass
@@ -40,10 +41,19 @@ def _numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def weight_label(w: float) -> str:
+    """A mixing weight as printed in a chosen cell, without the leading zero (0.42 prints as .42),
+    narrow enough for 32 experts."""
+    text = f"{w:.2f}"
+    return text[1:] if text.startswith("0.") else text
+
+
+@style.figure
 def plot_router_scores(tokens: list[str], scores, selected, weights, expert_bias=None,
                        title: str = "Router scores") -> tuple[RouterScores, plt.Figure]:
-    """Heatmap tokens x experts of the sigmoid scores; each token's k chosen experts are boxed and
-    labelled with their mixing weight. With an expert_bias (E,), a strip above shows it.
+    """Heatmap tokens x experts of the sigmoid scores (white 0, dark blue 1); each token's k chosen
+    experts are outlined in black and labelled with their mixing weight, so the choice reads
+    without colour. With an expert_bias (E,), a strip above shows it.
 
     scores (T, E), selected (T, k), weights (T, k): tensors or arrays of one sequence.
     """
@@ -54,36 +64,37 @@ def plot_router_scores(tokens: list[str], scores, selected, weights, expert_bias
         raise ValueError(f"plot_router_scores: expected {T} tokens, selected and weights of shape (T, k); "
                          f"found {len(data.tokens)} tokens, selected {data.selected.shape}, "
                          f"weights {data.weights.shape}")
-    width = min(18.0, max(6.0, 0.32 * E + 2.5))
-    height = min(14.0, 0.3 * T + (2.6 if data.expert_bias is not None else 1.8))
-    fig = plt.figure(figsize=(width, height), dpi=90)
+    label_w = 0.4 + style.CHAR_INCHES * max(map(len, data.tokens), default=1)
+    col = min(0.48, (style.SLIDE_INCHES[0] - 1.6 - label_w) / E)  # inches per expert
+    bias_h = 1.3 if data.expert_bias is not None else 0.0
+    row = max(style.LINE_INCHES, min(0.34, (style.SLIDE_INCHES[1] - 1.9 - bias_h) / T))  # inches per token
+    fig = plt.figure(figsize=(col * E + label_w + 1.6, row * T + bias_h + 1.9))
     if data.expert_bias is not None:  # a bias strip above, sharing the expert axis; colour bar right
-        grid = fig.add_gridspec(2, 2, width_ratios=[1, 0.025], height_ratios=[1.2, max(2.0, 0.3 * T)],
+        grid = fig.add_gridspec(2, 2, width_ratios=[1, 0.025], height_ratios=[bias_h, row * T],
                                 wspace=0.03, hspace=0.08)
         ax = fig.add_subplot(grid[1, 0])
         ax_bias = fig.add_subplot(grid[0, 0], sharex=ax)
-        ax_bias.bar(np.arange(E), data.expert_bias, color="tab:purple", width=0.8)
-        ax_bias.axhline(0, color="grey", lw=0.6)
-        ax_bias.set_ylabel("expert\nbias", fontsize=8)
-        ax_bias.tick_params(labelsize=7, labelbottom=False)
+        ax_bias.bar(np.arange(E), data.expert_bias, color=style.OKABE_ITO["reddish purple"], width=0.8)
+        ax_bias.axhline(0, color=style.MUTED, lw=0.6)
+        ax_bias.set_ylabel("expert\nbias")
+        ax_bias.tick_params(labelbottom=False)
+        ax_bias.yaxis.set_major_locator(plt.MaxNLocator(3))
         ax_bias.set_title(title)
     else:
         grid = fig.add_gridspec(1, 2, width_ratios=[1, 0.025], wspace=0.03)
         ax = fig.add_subplot(grid[0, 0])
         ax.set_title(title)
     cax = fig.add_subplot(grid[-1, 1])
-    im = ax.imshow(data.scores, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    im = ax.imshow(data.scores, aspect="auto", cmap=style.LIGHT_SEQUENTIAL, vmin=0.0, vmax=1.0, interpolation="nearest")
     for t in range(T):
         for e, w in zip(data.selected[t], data.weights[t]):
-            ax.add_patch(Rectangle((e - 0.5, t - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.6))
-            if E <= 48:
-                ax.text(e, t, f"{w:.2f}", ha="center", va="center", fontsize=6, color="white",
-                        bbox=dict(boxstyle="square,pad=0.05", fc="black", alpha=0.4, lw=0))
-    ax.set_yticks(np.arange(T))
-    ax.set_yticklabels(data.tokens, fontsize=8)
-    ax.set_xticks(np.arange(E))
-    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
-    ax.set_xlabel("expert (red boxes: the chosen k, labelled with their mixing weight)")
+            ax.add_patch(Rectangle((e - 0.5, t - 0.5), 1, 1, fill=False, edgecolor=style.INK, lw=2.2))
+            ax.text(e, t, weight_label(w), ha="center", va="center", color=style.INK,
+                    bbox=dict(boxstyle="square,pad=0.08", fc=style.PAPER, ec="none", alpha=0.85))
+    ax.set_yticks(np.arange(T), data.tokens, family=style.MONO)
+    step = style.every(E, int(col * E / 0.28))
+    ax.set_xticks(np.arange(0, E, step), [str(e) for e in range(0, E, step)])
+    ax.set_xlabel("expert (outlined: the chosen k, with their mixing weight)")
     ax.set_ylabel("token")
     fig.colorbar(im, cax=cax, label="sigmoid score")
     return data, fig
@@ -124,4 +135,4 @@ def router_explorer(model, tokenizer, text: str):
     return widgets.VBox([widgets.HBox([choice, note]), out])
 
 
-__all__ = ["RouterScores", "plot_router_scores", "router_explorer"]
+__all__ = ["RouterScores", "plot_router_scores", "router_explorer", "weight_label"]

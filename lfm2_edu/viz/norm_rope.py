@@ -16,6 +16,7 @@ import torch
 
 from ..rope import apply_rope, rope_inv_freq
 from ..trace import Capture
+from . import style
 
 
 # ----------------------------------------------------------------------------------- RMSNorm
@@ -29,6 +30,7 @@ class NormInputs:
 
 
 @torch.no_grad()
+@style.figure
 def norm_inputs(model, input_ids: torch.Tensor, tokens: list[str]) -> tuple[NormInputs, plt.Figure]:
     """RMS of the residual stream entering each layer (and the final norm), and the norm weights.
 
@@ -50,20 +52,22 @@ def norm_inputs(model, input_ids: torch.Tensor, tokens: list[str]) -> tuple[Norm
     weights.append(model.embedding_norm.weight.detach().float().cpu())
     data = NormInputs(names, list(tokens), rms, weight_names, weights)
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
-    im = ax0.imshow(rms.numpy(), aspect="auto", cmap="viridis", norm=_log_norm(rms))
-    ax0.set_yticks(range(len(names)), names, fontsize=8)
-    ax0.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, max(4.4, 1.6 + style.LINE_INCHES * len(names))),
+                                   gridspec_kw={"width_ratios": [1.2, 1]})
+    im = ax0.imshow(rms.numpy(), aspect="auto", cmap=style.SEQUENTIAL, norm=_log_norm(rms))
+    ax0.set_yticks(range(len(names)), names)
+    ax0.set_xticks(range(len(tokens)), tokens, rotation=90, family=style.MONO)
     ax0.set_xlabel("token")
     ax0.set_ylabel("residual stream entering")
-    ax0.set_title("RMS of the input of each norm (log colour scale)")
+    ax0.set_title("RMS of each norm's input (log scale)")
     fig.colorbar(im, ax=ax0, label="rms(h)")
     ax1.boxplot([w.numpy() for w in weights], showfliers=False)
-    ax1.set_xticks(range(1, len(weights) + 1), weight_names, rotation=90, fontsize=7)
-    ax1.axhline(1.0, color="tab:red", lw=1, ls="--", label="1 (initial value)")
+    step = style.every(len(weights), 20)
+    ax1.set_xticks(range(1, len(weights) + 1, step), weight_names[::step], rotation=90)
+    ax1.axhline(1.0, color=style.REFERENCE, lw=1, ls="--", label="1 (initial value)")
     ax1.set_ylabel("w (per channel)")
     ax1.set_title("Learned norm weights: y = w * x / rms(x)")
-    ax1.legend(fontsize=8, loc="best")
+    ax1.legend(loc="best")
     fig.tight_layout()
     return data, fig
 
@@ -90,6 +94,7 @@ class RopeRotation:
 
 
 @torch.no_grad()
+@style.figure
 def rope_rotation(head_dim: int, theta: float, n_positions: int = 128, q: torch.Tensor | None = None,
                   k: torch.Tensor | None = None) -> tuple[RopeRotation, plt.Figure]:
     """RoPE's rotation over positions and frequency pairs, and q.k as a function of position.
@@ -113,39 +118,39 @@ def rope_rotation(head_dim: int, theta: float, n_positions: int = 128, q: torch.
     data = RopeRotation(head_dim, float(theta), positions, inv_freq, angles, 2 * math.pi / inv_freq, scores,
                         by_distance)
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 7.2))
     ax = axes[0, 0]
-    im = ax.imshow(angles.cos().T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, origin="lower",
+    im = ax.imshow(angles.cos().T.numpy(), aspect="auto", cmap=style.DIVERGING, vmin=-1, vmax=1, origin="lower",
                    extent=(-0.5, n_positions - 0.5, -0.5, head_dim // 2 - 0.5), interpolation="nearest")
     ax.set_xlabel("position m")
-    ax.set_ylabel("pair i  (channels i and i + d/2)")
+    ax.set_ylabel("pair i (channels i, i + d/2)")
     ax.set_title(f"cos(m * inv_freq[i]), theta = {theta:g}, d = {head_dim}")
-    fig.colorbar(im, ax=ax, label="cos of the rotation angle")
+    fig.colorbar(im, ax=ax, label="cos(angle)")
 
     ax = axes[0, 1]
-    ax.semilogy(range(head_dim // 2), data.wavelengths.numpy(), "o-", ms=3)
-    ax.axhline(n_positions, color="tab:red", ls="--", lw=1, label=f"{n_positions} positions (left panel)")
-    ax.axhline(2 * math.pi, color="grey", ls=":", lw=1, label="2*pi (one turn per ~6 tokens)")
+    ax.semilogy(range(head_dim // 2), data.wavelengths.numpy(), "o-", ms=3, color=style.CATEGORICAL[0])
+    ax.axhline(n_positions, color=style.HIGHLIGHT, ls="--", lw=1, label=f"{n_positions} positions (left panel)")
+    ax.axhline(2 * math.pi, color=style.MUTED, ls=":", lw=1.5, label="2*pi (one turn per ~6 tokens)")
     ax.set_xlabel("pair i")
-    ax.set_ylabel("wavelength 2*pi / inv_freq[i]  (positions)")
+    ax.set_ylabel("wavelength (positions)")
     ax.set_title("Fast pairs see neighbours, slow pairs see far")
-    ax.legend(fontsize=8)
+    ax.legend()
 
     ax = axes[1, 0]
     lim = float(scores.abs().max())
-    im = ax.imshow(scores.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    im = ax.imshow(scores.numpy(), cmap=style.DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_xlabel("key position n")
     ax.set_ylabel("query position m")
-    ax.set_title("rot(q, m) . rot(k, n): constant along each diagonal")
+    ax.set_title("rot(q, m) . rot(k, n): constant along diagonals")
     fig.colorbar(im, ax=ax, label="q.k")
 
     ax = axes[1, 1]
-    ax.plot(positions.numpy(), by_distance.numpy(), lw=1.5)
-    ax.axhline(float(q @ k), color="grey", ls=":", lw=1, label="q.k without rotation (= distance 0)")
+    ax.plot(positions.numpy(), by_distance.numpy(), lw=1.5, color=style.CATEGORICAL[0])
+    ax.axhline(float(q @ k), color=style.MUTED, ls=":", lw=1.5, label="q.k without rotation (= distance 0)")
     ax.set_xlabel("distance m - n (positions)")
     ax.set_ylabel("q.k")
     ax.set_title("The score depends only on the distance")
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return data, fig
 

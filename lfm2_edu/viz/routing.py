@@ -2,8 +2,8 @@
 balanced the load is, what the experts specialise in. The numbers come from lfm2_edu.routing;
 each plot function returns (data it drew, figure).
 
-    expert_colours(E)                                  one colour per expert, shared by every figure
-    plot_token_routing(table)                          text coloured by first-choice expert, a row per layer
+    expert_colours(E)                                  one colour per expert (style.expert_colours)
+    plot_token_routing(table)                          layer x token grid of first-choice experts, ids printed
     plot_token_scores(view, token, layer)              one token: all scores, selection scores, the chosen k
     plot_entropy_margin(tokens, layers, ent, margin)   how sure the router was, per layer and token
     plot_bias_ablation(tokens, ablation)               tokens re-routed, output change, with expert_bias zeroed
@@ -32,28 +32,16 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap, TwoSlopeNorm, to_hex
-from matplotlib.patches import Rectangle
+from matplotlib.colors import TwoSlopeNorm, to_hex
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from .. import routing
+from . import style
+from .moe import weight_label
+from .style import expert_colours
 
-DENSE_COLOUR = "#d9d9d9"
-
-
-def expert_colours(num_experts: int) -> np.ndarray:
-    """(E, 4) RGBA: tab20, then tab20b and tab20c (60 distinct colours), repeated beyond that.
-
-    tab20 pairs a dark and a light shade of each hue: even experts get the dark ones first so that
-    neighbouring expert numbers stay easy to tell apart."""
-    base = [plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")]
-    tab20 = list(base[0][0::2]) + list(base[0][1::2])
-    colours = np.array(tab20 + list(base[1]) + list(base[2]))
-    return np.concatenate([colours, np.ones((len(colours), 1))], axis=1)[np.arange(num_experts) % len(colours)]
-
-
-def _text_colour(rgba) -> str:
-    r, g, b = rgba[:3]
-    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+DENSE_COLOUR = style.LAYER_COLOURS["dense"]  # dense layers: no router
 
 
 def _numpy(x) -> np.ndarray:
@@ -71,60 +59,47 @@ class TokenRouting:
     num_experts: int
 
 
-def _layout(tokens: list[str], max_chars: int) -> list[tuple[int, float, float]]:
-    """(line, x, width) of each token, in character units, wrapping at max_chars."""
-    out, line, x = [], 0, 0.0
-    for tok in tokens:
-        width = max(1, len(tok)) + 0.4
-        if x > 0 and x + width > max_chars:
-            line, x = line + 1, 0.0
-        out.append((line, x, width))
-        x += width + 0.25
-    return out
-
-
+@style.figure
 def plot_token_routing(table: routing.RouteTable, title: str | None = None,
-                       max_chars: int = 120) -> tuple[TokenRouting, plt.Figure]:
-    """The text once per layer (top: first layer), each token in the colour of its first-choice
-    expert; dense layers drawn grey (no router). Mixtral's figure 8, for every layer of the model."""
+                       max_tokens: int = 48) -> tuple[TokenRouting, plt.Figure]:
+    """A layer x token grid (top: the first layer), each cell the token's first-choice expert:
+    its id printed in the cell, on that expert's colour, so runs of one expert stand out and no
+    expert rests on its hue. Dense layers are grey and empty (no router). Mixtral's figure 8,
+    for every layer of the model; a text longer than `max_tokens` wraps into blocks."""
     layers = sorted(table.layers + table.dense_layers)
     first = {i: None for i in table.dense_layers}
     for j, i in enumerate(table.layers):
         first[i] = [row[j][0] for row in table.experts]
     data = TokenRouting(list(table.tokens), layers, first, table.num_experts)
     colours = expert_colours(table.num_experts)
-    place = _layout(data.tokens, max_chars)
-    n_lines = place[-1][0] + 1
-    width = max(w + x for _, x, w in place)
-    block = n_lines + 0.6  # a gap between layers
-    rows_h = 0.26 * block * len(layers)
-    fig = plt.figure(figsize=(2.0 + 0.095 * width, rows_h + 1.3), dpi=90)
-    grid = fig.add_gridspec(2, 3, height_ratios=[rows_h, 0.3], width_ratios=[0.15, 0.7, 0.15], hspace=0.1)
-    ax, legend = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 1])
-    for row, i in enumerate(layers):
-        y0 = row * block
-        ax.text(-1.0, y0 + 0.5, f"layer {i}\n" + ("dense" if first[i] is None else "MoE"), ha="right",
-                va="center", fontsize=8, color="grey" if first[i] is None else "black")
-        for t, ((line, x, w), tok) in enumerate(zip(place, data.tokens)):
-            if first[i] is None:
-                face, ink = DENSE_COLOUR, "dimgrey"
-            else:
-                face = colours[first[i][t]]
-                ink = _text_colour(face)
-            ax.add_patch(Rectangle((x, y0 + line), w, 0.9, facecolor=face, edgecolor="white", lw=0.5))
-            ax.text(x + w / 2, y0 + line + 0.45, tok, ha="center", va="center", fontsize=8, color=ink,
-                    family="DejaVu Sans Mono")
-    ax.set_xlim(-8.5, width + 0.5)
-    ax.set_ylim(block * len(layers), -0.3)
-    ax.axis("off")
-    ax.set_title(title or f"First-choice expert of each token, per layer ({table.num_experts} experts; "
-                          f"dense layers grey: no router)", fontsize=10)
-    E = table.num_experts  # the legend: one swatch per expert, numbered
-    legend.imshow(np.arange(E)[None], cmap=ListedColormap(colours), aspect="auto", vmin=-0.5, vmax=E - 0.5)
-    legend.set_yticks([])
-    legend.set_xticks(range(E))
-    legend.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 4)
-    legend.set_xlabel("first-choice expert", fontsize=8)
+    T, L = len(data.tokens), len(layers)
+    per_block = max(1, min(max_tokens, T))
+    blocks = [range(b, min(T, b + per_block)) for b in range(0, T, per_block)] or [range(0)]
+    col = min(0.3, (style.SLIDE_INCHES[0] - 1.8) / per_block)  # inches per token
+    label_h = 0.3 + style.CHAR_INCHES * max(map(len, data.tokens), default=1)  # the rotated tokens below
+    block_h = 0.3 * L + label_h
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(col * per_block + 1.8, block_h * len(blocks) + 0.9),
+                             squeeze=False)
+    for ax, block in zip(axes[:, 0], blocks):
+        for row, i in enumerate(layers):
+            for x, t in enumerate(block):
+                if first[i] is None:
+                    ax.add_patch(Rectangle((x, row), 1, 1, facecolor=DENSE_COLOUR, edgecolor=style.PAPER, lw=0.8))
+                    continue
+                e = first[i][t]
+                ax.add_patch(Rectangle((x, row), 1, 1, facecolor=colours[e], edgecolor=style.PAPER, lw=0.8))
+                ax.text(x + 0.5, row + 0.5, str(e), ha="center", va="center", color=style.text_colour(colours[e]))
+        ax.set_xlim(0, per_block)
+        ax.set_ylim(L, 0)
+        ax.set_yticks([r + 0.5 for r in range(L)], [f"L{i} " + ("dense" if first[i] is None else "MoE") for i in layers])
+        ax.set_xticks([x + 0.5 for x in range(len(block))], [data.tokens[t] for t in block], rotation=90,
+                      family=style.MONO)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    axes[0, 0].set_title(title or f"First-choice expert of each token, per layer ({table.num_experts} experts; "
+                                  f"dense layers grey: no router)")
+    fig.tight_layout()
     return data, fig
 
 
@@ -151,87 +126,110 @@ def token_scores(view: dict, t: int, token: str, layer: int) -> TokenScores:
                        float(routing.selection_margin(view["selection_scores"][t], k)))
 
 
+@style.figure
 def plot_token_scores(view: dict, t: int, token: str, layer: int, dpi: int = 90) -> tuple[TokenScores, plt.Figure]:
-    """Bars: every expert's sigmoid score; dots: its selection score (score + expert_bias); the
-    chosen k in red with their mixing weights; the dashed line: the k-th selection score."""
+    """Bars: every expert's sigmoid score, the chosen k dark and labelled with their mixing
+    weight; dots: its selection score (score + expert_bias); the dashed line: the k-th selection
+    score."""
     data = token_scores(view, t, token, layer)
     E, k = len(data.scores), len(data.selected)
     chosen = np.zeros(E, dtype=bool)
     chosen[data.selected] = True
-    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.3 * E + 2.0)), 3.2), dpi=dpi)
-    ax.bar(np.arange(E), data.scores, color=np.where(chosen, "tab:red", "tab:blue"), alpha=0.75,
-           label="sigmoid score s (weighs)")
-    ax.scatter(np.arange(E), data.selection_scores, color="black", s=14, zorder=3,
-               label="selection score s + bias (chooses)")
+    col = min(0.45, 8.5 / E)
+    fig, ax = plt.subplots(figsize=(col * E + 5.6, 4.0), dpi=dpi)
+    ax.bar(np.arange(E), data.scores, color=np.where(chosen, style.HIGHLIGHT, DENSE_COLOUR))
+    ax.scatter(np.arange(E), data.selection_scores, color=style.INK, s=18, zorder=3)
     threshold = np.sort(data.selection_scores)[::-1][k - 1]
-    ax.axhline(threshold, color="tab:red", ls="--", lw=0.8, label=f"k-th selection score (k = {k})")
+    ax.axhline(threshold, color=style.INK, ls="--", lw=1)
     for e, w in zip(data.selected, data.weights):
-        ax.annotate(f"w={w:.2f}", (e, max(data.scores[e], data.selection_scores[e])), xytext=(0, 4),
-                    textcoords="offset points", ha="center", fontsize=7, color="tab:red")
-    ax.set_xticks(np.arange(E))
-    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
-    ax.set_xlabel("expert (red: chosen)")
+        ax.annotate(weight_label(w), (e, max(data.scores[e], data.selection_scores[e])), xytext=(0, 4),
+                    textcoords="offset points", ha="center")
+    step = style.every(E, int(col * E / 0.28))
+    ax.set_xticks(np.arange(0, E, step), [str(e) for e in range(0, E, step)])
+    ax.set_xlabel("expert")
     ax.set_ylabel("score")
-    ax.set_title(f"Layer {layer}, token {token!r}: entropy {data.entropy:.3f}, margin {data.margin:.4f}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylim(min(0.0, float(data.selection_scores.min())), 1.15 * max(float(data.scores.max()),
+                                                                         float(data.selection_scores.max())))
+    ax.set_title(f"Layer {layer}, token {token!r}:\nentropy {data.entropy:.3f}, margin {data.margin:.4f}")
+    handles = [Patch(color=DENSE_COLOUR, label="score s, not chosen"),
+               Patch(color=style.HIGHLIGHT, label="score s, chosen\n(label: mixing weight)"),
+               Line2D([], [], color=style.INK, marker="o", ls="", label="selection score\ns + bias (chooses)"),
+               Line2D([], [], color=style.INK, ls="--", label=f"k-th selection score\n(k = {k})")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return data, fig
 
 
+def _token_axis(T: int) -> tuple[float, list[int]]:
+    """Inches per token and the tokens labelled, for a token axis that fits a slide at 12 pt."""
+    col = min(0.3, (style.SLIDE_INCHES[0] - 3.0) / max(1, T))
+    return col, list(range(0, T, style.every(T, int(col * T / 0.2))))
+
+
+@style.figure
 def plot_entropy_margin(tokens: list[str], layers: list[int], entropy, margin) -> tuple[dict, plt.Figure]:
-    """Two heatmaps, MoE layer x token: normalised router entropy, and the k-th minus (k+1)-th
-    selection score (dark: a near tie for the last expert seat)."""
+    """Two heatmaps, MoE layer x token: normalised router entropy on its whole scale, 0 (one
+    expert scored) to 1 (all alike), and the k-th minus (k+1)-th selection score from 0 (dark:
+    a near tie for the last expert seat)."""
     data = {"tokens": list(tokens), "layers": list(layers), "entropy": _numpy(entropy), "margin": _numpy(margin)}
     T, L = len(tokens), len(layers)
     if data["entropy"].shape != (L, T) or data["margin"].shape != (L, T):
         raise ValueError(f"plot_entropy_margin: expected (layers, tokens) = {(L, T)} arrays, found "
                          f"{data['entropy'].shape} and {data['margin'].shape}")
-    fig, axes = plt.subplots(2, 1, figsize=(min(16.0, 3 + 0.28 * T), 1.6 + 0.5 * L), dpi=90, sharex=True)
-    for ax, key, cmap, label in ((axes[0], "entropy", "magma", "entropy"), (axes[1], "margin", "viridis", "margin")):
-        im = ax.imshow(data[key], aspect="auto", cmap=cmap, interpolation="nearest")
-        ax.set_yticks(range(L))
-        ax.set_yticklabels([f"L{i}" for i in layers], fontsize=7)
+    col, ticks = _token_axis(T)
+    label_h = style.CHAR_INCHES * max(map(len, tokens), default=1)  # the rotated tokens below
+    fig, axes = plt.subplots(2, 1, figsize=(col * T + 3.0, 1.9 + 2 * 0.27 * max(2, L) + label_h), sharex=True)
+    limits = {"entropy": (0.0, 1.0), "margin": (0.0, max(1e-6, float(data["margin"].max()) if data["margin"].size else 1.0))}
+    for ax, key in ((axes[0], "entropy"), (axes[1], "margin")):
+        im = ax.imshow(data[key], aspect="auto", cmap=style.SEQUENTIAL, vmin=limits[key][0], vmax=limits[key][1],
+                       interpolation="nearest")
+        ax.set_yticks(range(L), [f"L{i}" for i in layers])
         ax.set_ylabel("MoE layer")
-        fig.colorbar(im, ax=ax, label=label, fraction=0.025, pad=0.01)
-    axes[1].set_xticks(range(T))
-    axes[1].set_xticklabels(tokens, rotation=90, fontsize=7, family="DejaVu Sans Mono")
-    axes[0].set_title("Router entropy of each token (1: all experts scored alike)", fontsize=10)
-    axes[1].set_title("Margin: k-th minus (k+1)-th selection score (dark: a near tie for the last seat)", fontsize=10)
+        fig.colorbar(im, ax=ax, label=key, fraction=0.025, pad=0.01)
+    axes[1].set_xticks(ticks, [tokens[t] for t in ticks], rotation=90, family=style.MONO)
+    low, high = (float(data["entropy"].min()), float(data["entropy"].max())) if data["entropy"].size else (0, 0)
+    axes[0].set_title(f"Router entropy (1: all experts scored alike); here {low:.2f} to {high:.2f}")
+    axes[1].set_title("Margin: k-th minus (k+1)-th selection score (dark: a near tie)")
     return data, fig
 
 
+@style.figure
 def plot_bias_ablation(tokens: list[str], ablation: dict) -> tuple[dict, plt.Figure]:
     """Top: which tokens change experts in each MoE layer when expert_bias is zeroed (in
-    ablation["zeroed"]); bottom: how much each token's next-token distribution moves (KL), with
-    the tokens whose most likely next token changed marked."""
+    ablation["zeroed"]), dark cells, with each layer's share printed; bottom: how much each
+    token's next-token distribution moves (KL), the tokens whose most likely next token changed
+    drawn dark and hatched."""
     layers = sorted(ablation["rerouted"])
     rerouted = np.array([_numpy(ablation["rerouted"][i]) for i in layers]).reshape(len(layers), len(tokens))
     data = {"tokens": list(tokens), "layers": layers, "rerouted": rerouted.astype(bool),
             "kl": _numpy(ablation["kl"]), "top1_changed": _numpy(ablation["top1_changed"]).astype(bool)}
     T = len(tokens)
-    fig, axes = plt.subplots(2, 1, figsize=(min(16.0, 3 + 0.28 * T), 2.6 + 0.3 * len(layers)), dpi=90, sharex=True,
-                             gridspec_kw={"height_ratios": [max(1, len(layers)), 3]})
-    axes[0].imshow(rerouted, aspect="auto", cmap=ListedColormap(["#f0f0f0", "tab:orange"]), vmin=0, vmax=1,
-                   interpolation="nearest")
-    axes[0].set_yticks(range(len(layers)))
-    axes[0].set_yticklabels([f"L{i}" for i in layers], fontsize=7)
+    col, ticks = _token_axis(T)
+    fig, axes = plt.subplots(2, 1, figsize=(col * T + 3.0, 3.6 + 0.3 * len(layers) + style.CHAR_INCHES * max(
+                             map(len, tokens), default=1)), sharex=True,
+                             gridspec_kw={"height_ratios": [max(1, len(layers)), 4]})
+    axes[0].imshow(rerouted, aspect="auto", cmap=style.LIGHT_SEQUENTIAL, vmin=0, vmax=1.25, interpolation="nearest")
+    axes[0].set_yticks(range(len(layers)), [f"L{i}" for i in layers])
     axes[0].set_ylabel("MoE layer")
     share = rerouted.mean(1) if T else np.zeros(len(layers))
     for r, s in enumerate(share):
-        axes[0].text(T - 0.4, r, f" {s:.0%}", va="center", fontsize=7)
-    axes[0].set_title("expert_bias zeroed: tokens whose set of experts changes (orange), share per layer at right",
-                      fontsize=10)
-    axes[1].bar(range(T), data["kl"], color=np.where(data["top1_changed"], "tab:red", "tab:grey"))
+        axes[0].text(T - 0.4, r, f" {s:.0%}", va="center")
+    axes[0].set_title("expert_bias zeroed: tokens whose experts change (dark), share per layer at right")
+    changed = data["top1_changed"]
+    axes[1].bar(range(T), data["kl"], color=np.where(changed, style.HIGHLIGHT, DENSE_COLOUR),
+                hatch=None, edgecolor=np.where(changed, style.INK, DENSE_COLOUR))
+    for t in np.flatnonzero(changed):
+        axes[1].text(t, data["kl"][t], "▲", ha="center", va="bottom")
     axes[1].set_ylabel("KL, nats")
-    axes[1].set_title("change of the next-token distribution (red: the most likely next token changed)", fontsize=9)
-    axes[1].set_xticks(range(T))
-    axes[1].set_xticklabels(tokens, rotation=90, fontsize=7, family="DejaVu Sans Mono")
+    axes[1].set_title("change of the next-token distribution (▲: the most likely next token changed)")
+    axes[1].set_xticks(ticks, [tokens[t] for t in ticks], rotation=90, family=style.MONO)
     return data, fig
 
 
 # --------------------------------------------------------------------------------- the explorer
 def routing_html(table: routing.RouteTable, layer: int | None = None, token: int | None = None) -> str:
-    """The text once per layer as HTML, each token on its first-choice expert's colour (dense
-    layers grey); the picked layer's row in bold, the picked token outlined. Tokens escaped."""
+    """The text once per layer as HTML, each token on its first-choice expert's colour with the
+    expert's id after it (dense layers grey); the picked layer's row in bold, the picked token
+    outlined. Hovering a token lists all its experts. Tokens escaped."""
     colours = expert_colours(table.num_experts)
     rows = []
     for i in sorted(table.layers + table.dense_layers):
@@ -239,25 +237,25 @@ def routing_html(table: routing.RouteTable, layer: int | None = None, token: int
         spans = []
         for t, tok in enumerate(table.tokens):
             if dense:
-                bg, ink, tip = DENSE_COLOUR, "#555", "dense layer: no router"
+                bg, ink, tip, expert = DENSE_COLOUR, style.INK, "dense layer: no router", ""
             else:
                 experts = table.experts[t][table.layers.index(i)]
-                bg, ink = to_hex(colours[experts[0]]), _text_colour(colours[experts[0]])
-                tip = "experts " + ", ".join(map(str, experts))
-            outline = "outline:2px solid black;" if t == token else ""
+                bg, ink = to_hex(colours[experts[0]]), style.text_colour(colours[experts[0]])
+                tip, expert = "experts " + ", ".join(map(str, experts)), f"<sub>{experts[0]}</sub>"
+            outline = f"outline:2px solid {style.INK};" if t == token else ""
             spans.append(f'<span title="{html.escape(tip, quote=True)}" style="background:{bg};color:{ink};'
                          f'padding:0 2px;margin:1px;border-radius:2px;font-family:monospace;white-space:pre;'
-                         f'{outline}">{html.escape(tok)}</span>')
+                         f'{outline}">{html.escape(tok)}{expert}</span>')
         label = f"layer {i} {'dense' if dense else 'MoE'}"
         weight = "font-weight:bold;" if i == layer else ""
-        rows.append(f'<div style="line-height:1.8;{weight}"><span style="display:inline-block;width:7.5em;'
-                    f'color:{"grey" if dense else "black"}">{label}</span>{"".join(spans)}</div>')
+        rows.append(f'<div style="line-height:2;{weight}"><span style="display:inline-block;width:7.5em;'
+                    f'color:{style.MUTED if dense else style.INK}">{label}</span>{"".join(spans)}</div>')
     return "".join(rows)
 
 
 def route_explorer(model, tokenizer, text: str, layer: int | None = None, token: int | None = None):
     """A widget: type a text, pick a layer and a token. Shows the text coloured by first-choice
-    expert in every layer, the token's scores and selection scores at the picked layer, its
+    expert (its id printed after each token) in every layer, the token's scores and selection scores at the picked layer, its
     entropy and margin, and what zeroing that layer's expert_bias changes. Built on
     lfm2_edu.routing.route_tokens (the data `lfm2-edu route` prints)."""
     import ipywidgets as widgets
@@ -337,91 +335,113 @@ def route_explorer(model, tokenizer, text: str, layer: int | None = None, token:
 
 
 # ----------------------------------------------------------------- chapter 10: load balancing
+@style.figure
 def plot_balance_over_training(runs: dict[str, dict], num_experts: int, k: int,
                                title: str = "Load balance over training") -> tuple[dict, plt.Figure]:
-    """One panel per run: MaxVio of every MoE layer at each logged step (thin lines) and their
-    mean (thick); the dashed line is the worst a top-k router can do, E/k - 1.
+    """One panel per run: MaxVio of every MoE layer at each logged step (thin lines, each named at
+    its end) and their mean (thick); the dashed line is the worst a top-k router can do, E/k - 1;
+    the dotted one, where the run has it, what a uniformly random router shows on one logged
+    batch (its 95th percentile: below it, the imbalance is sampling noise).
 
     runs: name -> routing.log_balance(log)."""
     ceiling = num_experts / k - 1
     data = {"runs": runs, "ceiling": ceiling, "noise_floor": {name: bal.get("noise_floor") for name, bal in runs.items()}}
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.4), dpi=90, sharey=True, squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(runs), figsize=(min(13.2, 5.6 * len(runs) + 1.0), 4.6), sharey=True, squeeze=False)
     for ax, (name, bal) in zip(axes[0], runs.items()):
         layers = sorted(bal["max_violation"])
-        for n, i in enumerate(layers):
-            ax.plot(bal["steps"], bal["max_violation"][i], lw=0.9, alpha=0.8, color=cmap(n / max(1, len(layers) - 1)),
-                    label=f"layer {i}")
+        for i in layers:
+            ax.plot(bal["steps"], bal["max_violation"][i], lw=1.0, alpha=0.8, color=style.LAYER_COLOURS["moe"])
+            ax.annotate(f"L{i}", (bal["steps"][-1], bal["max_violation"][i][-1]), xytext=(3, 0),
+                        textcoords="offset points", va="center", color=style.MUTED)
         if layers:
             mean = np.mean([bal["max_violation"][i] for i in layers], axis=0)
-            ax.plot(bal["steps"], mean, lw=2.4, color="black", label="mean")
-        ax.axhline(ceiling, color="tab:red", ls="--", lw=0.8, label=f"worst possible, E/k-1 = {ceiling:g}")
+            ax.plot(bal["steps"], mean, lw=3, color=style.INK)
+        ax.axhline(ceiling, color=style.INK, ls="--", lw=1)
         if bal.get("noise_floor"):  # what a uniformly random router shows on one logged batch
-            ax.axhline(bal["noise_floor"]["p95"], color="grey", ls=":", lw=1.2,
-                       label=f"noise floor of one batch (p95): {bal['noise_floor']['p95']:.2f}")
-        ax.set_title(name, fontsize=10)
+            p95 = bal["noise_floor"]["p95"]
+            ax.axhline(p95, color=style.MUTED, ls=":", lw=1.5)
+            ax.annotate(f"noise floor {p95:.2f}", (0, p95), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                        textcoords="offset points", va="bottom", color=style.MUTED)
+        ax.set_title(name)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("MaxVio (0 = perfect balance)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(title, fontsize=11, y=1.03)
+    handles = [Line2D([], [], color=style.LAYER_COLOURS["moe"], lw=1, label="one MoE layer (Li at its end)"),
+               Line2D([], [], color=style.INK, lw=3, label="mean of the layers"),
+               Line2D([], [], color=style.INK, ls="--", lw=1, label=f"worst possible, E/k-1 = {ceiling:g}")]
+    if any(data["noise_floor"].values()):
+        handles.append(Line2D([], [], color=style.MUTED, ls=":", lw=1.5, label="noise floor of one batch (p95)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return data, fig
 
 
+@style.figure
 def plot_load_histograms(runs: dict[str, tuple[list[int], torch.Tensor]], k: int,
-                         title: str = "Tokens per expert") -> tuple[dict, plt.Figure]:
-    """A grid of bar charts, one row per run and one column per MoE layer: each expert's share of
-    the routed slots; the dashed line is the uniform share 1/E. runs: name -> (layers, (L, E) load)."""
+                         title: str = "Tokens per expert", max_columns: int = 6) -> tuple[dict, plt.Figure]:
+    """A grid of bar charts, a row per run (and MoE layers wrapping after `max_columns`): each
+    expert's share of the routed slots, in expert order; the dashed line is the uniform share 1/E.
+    One colour: an expert's number is its position. runs: name -> (layers, (L, E) load)."""
     data = {name: (list(layers), _numpy(load)) for name, (layers, load) in runs.items()}
     floors = {name: [routing.load_noise_floor(torch.tensor(row), k) for row in load] for name, (_, load) in data.items()}
     n_layers = max(len(layers) for layers, _ in data.values())
-    fig, axes = plt.subplots(len(data), n_layers, figsize=(2.3 * n_layers + 1, 2.0 * len(data) + 0.6), dpi=90,
+    cols = min(max_columns, n_layers)
+    wraps = -(-n_layers // cols)
+    fig, axes = plt.subplots(len(data) * wraps, cols, figsize=(1.95 * cols + 1.4, 2.3 * len(data) * wraps + 1.0),
                              sharey=True, squeeze=False)
     for r, (name, (layers, load)) in enumerate(data.items()):
-        for c in range(n_layers):
-            ax = axes[r][c]
+        for c in range(cols * wraps):
+            ax = axes[r * wraps + c // cols][c % cols]
             if c >= len(layers):
                 ax.axis("off")
                 continue
             share = load[c] / load[c].sum()
             E = len(share)
-            ax.bar(np.arange(E), share, color=expert_colours(E))
-            ax.axhline(1 / E, color="black", ls="--", lw=0.8)
+            ax.bar(np.arange(E), share, color=style.LAYER_COLOURS["moe"], width=0.85)
+            ax.axhline(1 / E, color=style.REFERENCE, ls="--", lw=1)
             mv = routing.format_max_violation(routing.max_violation(torch.tensor(load[c])), floors[name][c])
-            ax.set_title(f"{name}: layer {layers[c]}\nMaxVio {mv}", fontsize=8)
-            ax.set_xticks([])
-            if r == len(data) - 1:
-                ax.set_xlabel("expert")
-        axes[r][0].set_ylabel("share of slots")
-    fig.suptitle(f"{title} (dashed: uniform 1/E)", fontsize=11)
+            ax.set_title(f"L{layers[c]}: MaxVio {mv}")
+            ax.set_xticks([0, E - 1])
+            if c % cols == 0:
+                ax.set_ylabel(f"{name}\nshare of slots")
+        for ax in axes[r * wraps + wraps - 1]:
+            ax.set_xlabel("expert")
+    fig.suptitle(f"{title} (dashed: uniform 1/E)")
     fig.tight_layout()
     return {"runs": data, "noise_floor": floors}, fig
 
 
+@style.figure
 def plot_bias_heatmap(layers: list[int], bias, title: str = "expert_bias at the end of training") -> tuple[dict, plt.Figure]:
-    """MoE layer x expert heatmap of the bias, centred at 0 (blue: pushed up, underloaded;
-    red: pushed down, overloaded)."""
+    """MoE layer x expert heatmap of the bias, centred at 0 (red: raised, the expert was
+    underloaded; blue: lowered, it was overloaded)."""
     data = {"layers": list(layers), "bias": _numpy(bias)}
     L, E = data["bias"].shape
-    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.35 * E), 1.4 + 0.35 * L), dpi=90)
+    fig, ax = plt.subplots(figsize=_layer_expert_size(L, E))
     lim = max(1e-6, float(np.abs(data["bias"]).max()))
-    im = ax.imshow(data["bias"], cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    im = ax.imshow(data["bias"], cmap=style.DIVERGING, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
     _label_layer_expert_axes(ax, layers, E, title)
     fig.colorbar(im, ax=ax, label="bias added to the score (selection only)")
     return data, fig
 
 
+def _layer_expert_size(L: int, E: int) -> tuple[float, float]:
+    """Figure size of a MoE layer x expert heatmap with its colour bar."""
+    return min(13.0, 3.4 + 0.42 * E), 1.9 + 0.42 * L
+
+
 def _label_layer_expert_axes(ax, layers: list[int], E: int, title: str) -> None:
-    """Rows: MoE layers; columns: experts."""
-    ax.set_yticks(range(len(layers)))
-    ax.set_yticklabels([f"layer {i}" for i in layers], fontsize=8)
-    ax.set_xticks(range(E))
-    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
+    """Rows: MoE layers; columns: experts, numbered (every one when they fit at 12 pt)."""
+    ax.set_yticks(range(len(layers)), [f"layer {i}" for i in layers])
+    step = style.every(E, 32)
+    ax.set_xticks(range(0, E, step), [str(e) for e in range(0, E, step)])
     ax.set_xlabel("expert")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
 
 
 # --------------------------------------------------------------- chapter 11: what experts learn
+@style.figure
 def plot_layer_expert_load(layers: list[int], load, k: int,
                            title: str = "Load per layer and expert") -> tuple[dict, plt.Figure]:
     """MoE layer x expert heatmap of load / uniform load (1: each expert gets a share k/E of the
@@ -430,14 +450,15 @@ def plot_layer_expert_load(layers: list[int], load, k: int,
     ratio = load / load.mean(axis=1, keepdims=True)  # mean load per expert = N k / E
     data = {"layers": list(layers), "load": load, "ratio": ratio}
     L, E = load.shape
-    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.35 * E), 1.4 + 0.35 * L), dpi=90)
+    fig, ax = plt.subplots(figsize=_layer_expert_size(L, E))
     top = max(2.0, float(ratio.max()))
-    im = ax.imshow(ratio, cmap="PuOr_r", norm=TwoSlopeNorm(1.0, 0.0, top), aspect="auto", interpolation="nearest")
+    im = ax.imshow(ratio, cmap=style.DIVERGING, norm=TwoSlopeNorm(1.0, 0.0, top), aspect="auto", interpolation="nearest")
     _label_layer_expert_axes(ax, layers, E, title)
     fig.colorbar(im, ax=ax, label="load / uniform load")
     return data, fig
 
 
+@style.figure
 def plot_domain_specialisation(spec: dict[int, dict[str, torch.Tensor]], k: int,
                                title: str = "Domain specialisation N(expert, domain) / N(domain)") -> tuple[dict, plt.Figure]:
     """One heatmap per MoE layer, domain x expert, coloured around the uniform share k/E (white):
@@ -449,8 +470,8 @@ def plot_domain_specialisation(spec: dict[int, dict[str, torch.Tensor]], k: int,
     E = data["share"].shape[-1] if layers else 1
     cols = min(3, max(1, len(layers)))
     rows = math.ceil(len(layers) / cols) if layers else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.2, 0.4 * len(domains) * rows + 1.0 * rows + 0.6),
-                             dpi=90, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 2.4, (0.3 * len(domains) + 1.3) * rows + 0.8),
+                             squeeze=False, layout="constrained")
     base = k / E
     top = max(2 * base, float(data["share"].max()) if layers else 1.0)
     norm = TwoSlopeNorm(base, 0.0, top)
@@ -459,39 +480,41 @@ def plot_domain_specialisation(spec: dict[int, dict[str, torch.Tensor]], k: int,
         if n >= len(layers):
             ax.axis("off")
             continue
-        im = ax.imshow(data["share"][n], cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
-        ax.set_title(f"layer {layers[n]}", fontsize=9)
-        ax.set_yticks(range(len(domains)))
-        ax.set_yticklabels(domains, fontsize=8)
-        ax.set_xticks(range(E))
-        ax.set_xticklabels([str(e) if E <= 16 or e % 4 == 0 else "" for e in range(E)], fontsize=6)
-        ax.set_xlabel("expert", fontsize=8)
+        im = ax.imshow(data["share"][n], cmap=style.DIVERGING, norm=norm, aspect="auto", interpolation="nearest")
+        ax.set_title(f"layer {layers[n]}")
+        ax.set_yticks(range(len(domains)), domains if n % cols == 0 else [])
+        step = style.every(E, 8)
+        ax.set_xticks(range(0, E, step), [str(e) for e in range(0, E, step)])
+        ax.set_xlabel("expert")
     if im is not None:
-        fig.colorbar(im, ax=axes, label=f"share of the domain's tokens (white: k/E = {base:.3f})", shrink=0.9)
-    fig.suptitle(title, fontsize=11)
+        fig.colorbar(im, ax=axes, label=f"share of the domain's tokens\n(white: k/E = {base:.3f})", shrink=0.9)
+    fig.suptitle(title)
     return data, fig
 
 
+@style.figure
 def plot_vocabulary_specialisation(tokens: list[str], share, counts, layer: int, k: int) -> tuple[dict, plt.Figure]:
     """Token x expert heatmap of N(token routed to expert) / N(token) at one layer, for a few
     frequent tokens (rows labelled with their count), coloured around the uniform k/E."""
     data = {"tokens": list(tokens), "share": _numpy(share), "counts": _numpy(counts).astype(int), "layer": layer}
     n, E = data["share"].shape
-    fig, ax = plt.subplots(figsize=(min(14.0, 3.0 + 0.33 * E), 1.2 + 0.26 * n), dpi=90)
+    labels = [f"{t!r} ×{c}" for t, c in zip(data["tokens"], data["counts"])]
+    row = min(0.3, (style.SLIDE_INCHES[1] - 1.9) / max(1, n))
+    fig, ax = plt.subplots(figsize=(min(13.0, 3.6 + style.CHAR_INCHES * max(map(len, labels), default=1) + 0.4 * E),
+                                    1.9 + row * n))
     base = k / E
-    im = ax.imshow(data["share"], cmap="RdBu_r", norm=TwoSlopeNorm(base, 0.0, max(1.0, 2 * base)), aspect="auto",
+    im = ax.imshow(data["share"], cmap=style.DIVERGING, norm=TwoSlopeNorm(base, 0.0, max(1.0, 2 * base)), aspect="auto",
                    interpolation="nearest")
-    ax.set_yticks(range(n))
-    ax.set_yticklabels([f"{t!r} ×{c}" for t, c in zip(data["tokens"], data["counts"])], fontsize=7,
-                       family="DejaVu Sans Mono")
-    ax.set_xticks(range(E))
-    ax.set_xticklabels([str(e) for e in range(E)], fontsize=7 if E <= 32 else 5)
+    ax.set_yticks(range(n), labels, family=style.MONO)
+    step = style.every(E, 32)
+    ax.set_xticks(range(0, E, step), [str(e) for e in range(0, E, step)])
     ax.set_xlabel("expert")
-    ax.set_title(f"Layer {layer}: where each token goes, N(token → expert) / N(token)", fontsize=10)
-    fig.colorbar(im, ax=ax, label=f"share of the token's occurrences (white: k/E = {base:.3f})")
+    ax.set_title(f"Layer {layer}: where each token goes, N(token → expert) / N(token)")
+    fig.colorbar(im, ax=ax, label=f"share of the token's occurrences\n(white: k/E = {base:.3f})")
     return data, fig
 
 
+@style.figure
 def plot_coactivation(matrices: dict[int, torch.Tensor], k: int,
                       title: str = "Co-activation N(i and j) / N(i)") -> tuple[dict, plt.Figure]:
     """One E x E heatmap per MoE layer (row i: how often expert j joins expert i); independent
@@ -501,7 +524,7 @@ def plot_coactivation(matrices: dict[int, torch.Tensor], k: int,
     E = data["coactivation"].shape[-1] if layers else 1
     cols = min(3, max(1, len(layers)))
     rows = math.ceil(len(layers) / cols) if layers else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 1.2, 3.1 * rows + 0.5), dpi=90, squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 2.2, min(7.3, 3.1 * rows + 0.7)), squeeze=False,
                              layout="constrained")
     vmax = max(1e-6, float(data["coactivation"].max()) if layers else 1.0)
     im = None
@@ -509,21 +532,23 @@ def plot_coactivation(matrices: dict[int, torch.Tensor], k: int,
         if n >= len(layers):
             ax.axis("off")
             continue
-        im = ax.imshow(data["coactivation"][n], cmap="Greens", vmin=0, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"layer {layers[n]}", fontsize=9)
-        ax.set_xlabel("expert j", fontsize=8)
-        ax.set_ylabel("expert i", fontsize=8)
-        ticks = range(0, E, max(1, E // 8))
-        ax.set_xticks(list(ticks))
-        ax.set_yticks(list(ticks))
-        ax.tick_params(labelsize=6)
+        im = ax.imshow(data["coactivation"][n], cmap=style.SEQUENTIAL, vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"layer {layers[n]}")
+        ticks = list(range(0, E, style.every(E, 4)))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        if n // cols == rows - 1 or n + cols >= len(layers):
+            ax.set_xlabel("expert j")
+        if n % cols == 0:
+            ax.set_ylabel("expert i")
     if im is not None:
         base = (k - 1) / max(1, E - 1)
-        fig.colorbar(im, ax=axes, label=f"N(i and j) / N(i) (uniform: {base:.3f})", shrink=0.9)
-    fig.suptitle(title, fontsize=11)
+        fig.colorbar(im, ax=axes, label=f"N(i and j) / N(i)\n(uniform: {base:.3f})", shrink=0.9)
+    fig.suptitle(title)
     return data, fig
 
 
+@style.figure
 def plot_consecutive_share(rates: dict[int, dict[str, float]], baseline: dict[str, float],
                            title: str = "Do neighbouring tokens share an expert?") -> tuple[dict, plt.Figure]:
     """Per MoE layer: the share of neighbouring token pairs with the same first-choice expert, and
@@ -532,21 +557,23 @@ def plot_consecutive_share(rates: dict[int, dict[str, float]], baseline: dict[st
     data = {"layers": layers, "first": [rates[i]["first"] for i in layers],
             "any": [rates[i]["any"] for i in layers], "baseline": dict(baseline)}
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(layers) + 3), 3.3), dpi=90)
-    ax.bar(x - 0.2, data["first"], width=0.4, color="tab:blue", label="same first choice")
-    ax.bar(x + 0.2, data["any"], width=0.4, color="tab:orange", label="any expert in common")
-    ax.axhline(baseline["first"], color="tab:blue", ls="--", lw=1, label=f"random: {baseline['first']:.3f}")
-    ax.axhline(baseline["any"], color="tab:orange", ls="--", lw=1, label=f"random: {baseline['any']:.3f}")
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"L{i}" for i in layers])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(layers) + 3.2) + 3.6, 4.2))
+    first, common = style.CATEGORICAL[0], style.CATEGORICAL[1]
+    ax.bar(x - 0.2, data["first"], width=0.4, color=first, label="same first choice (left)")
+    ax.bar(x + 0.2, data["any"], width=0.4, color=common, hatch="//", edgecolor=style.PAPER,
+           label="any expert in common (right)")
+    ax.axhline(baseline["first"], color=first, ls="--", lw=1.5, label=f"random, first: {baseline['first']:.3f}")
+    ax.axhline(baseline["any"], color=common, ls=":", lw=2, label=f"random, any: {baseline['any']:.3f}")
+    ax.set_xticks(x, [f"L{i}" for i in layers])
     ax.set_xlabel("MoE layer")
     ax.set_ylabel("share of neighbouring pairs")
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return data, fig
 
 
+@style.figure
 def plot_model_comparison(layers: list[int], values: dict[str, dict[str, list[float]]],
                           baselines: dict[str, float | None] | None = None,
                           title: str = "Trained against untrained routers") -> tuple[dict, plt.Figure]:
@@ -556,35 +583,38 @@ def plot_model_comparison(layers: list[int], values: dict[str, dict[str, list[fl
     metrics = list(values[models[0]]) if models else []
     baselines = baselines or {}
     data = {"layers": list(layers), "values": values, "baselines": dict(baselines)}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics) + 1.5, 3.2), dpi=90, squeeze=False)
+    cols = min(2, max(1, len(metrics)))
+    rows = -(-len(metrics) // cols) if metrics else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(min(13.0, 4.2 * cols + 1.0), 2.6 * rows + 1.2), squeeze=False)
     x = np.arange(len(layers))
     width = 0.8 / max(1, len(models))
-    colours = ["tab:blue", "tab:grey", "tab:orange", "tab:green"]
-    for ax, metric in zip(axes[0], metrics):
+    colours = [style.CATEGORICAL[0], style.LAYER_COLOURS["dense"], *style.CATEGORICAL[1:]]
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, metrics):
         for n, name in enumerate(models):
             ax.bar(x + (n - (len(models) - 1) / 2) * width, values[name][metric], width=width,
-                   color=colours[n % len(colours)], label=name)
+                   color=colours[n % len(colours)], hatch="" if n < 2 else "//", label=name)
         if baselines.get(metric) is not None:
-            ax.axhline(baselines[metric], color="black", ls="--", lw=0.8, label="uniform random routing")
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"L{i}" for i in layers], fontsize=8)
-        ax.set_xlabel("MoE layer", fontsize=8)
-        ax.set_title(metric, fontsize=9)
-        ax.tick_params(labelsize=8)
+            ax.axhline(baselines[metric], color=style.REFERENCE, ls="--", lw=1, label="uniform random routing")
+        ax.set_xticks(x, [f"L{i}" for i in layers])
+        ax.set_title(metric)
+    for ax in axes[-1]:
+        ax.set_xlabel("MoE layer")
     if metrics:
-        handles, labels = axes[0][-1].get_legend_handles_labels()
-        for ax in axes[0][:-1]:  # a baseline drawn in another panel only
+        handles, labels = [], []
+        for ax in axes.flat:  # every entry once, the baseline too (drawn in some panels only)
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 if lab not in labels:
                     handles, labels = handles + [h], labels + [lab]
-        axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(title, fontsize=11, y=1.02)
-    fig.tight_layout()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     return data, fig
 
 
 __all__ = [
-    "TokenRouting", "TokenScores", "expert_colours", "plot_balance_over_training", "plot_bias_ablation",
+    "DENSE_COLOUR", "TokenRouting", "TokenScores", "expert_colours", "plot_balance_over_training", "plot_bias_ablation",
     "plot_bias_heatmap", "plot_coactivation", "plot_consecutive_share", "plot_domain_specialisation",
     "plot_entropy_margin", "plot_layer_expert_load", "plot_load_histograms", "plot_model_comparison", "plot_token_routing",
     "plot_token_scores", "plot_vocabulary_specialisation", "route_explorer", "routing_html", "token_scores",

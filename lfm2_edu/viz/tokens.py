@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from ..tokenizer import BYTE_OF_CHAR, Tokenizer
+from . import style
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -70,17 +71,15 @@ def split_characters(tokenizer: Tokenizer, text: str) -> list[tuple[str, list[in
 
 
 # -------------------------------------------------------------------------------------- HTML
-PALETTE = ("#cfe2f3", "#fce5cd", "#d9ead3", "#ead1dc", "#fff2cc", "#d0e0e3")
-
-
 def tokens_html(tokenizer: Tokenizer, ids, title: str | None = None) -> str:
-    """Tokens as coloured boxes; hovering shows the id and bytes. Every token is escaped."""
+    """Tokens as boxes in alternating tints (they mark where one token ends, nothing more);
+    hovering shows the id and bytes. Every token is escaped."""
     ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
     boxes = []
     for n, i in enumerate(ids):
         text = html.escape(tokenizer.token_text(i, visible_whitespace=True))
         tip = html.escape(f"id {i}, bytes {token_bytes(tokenizer, i).hex(' ')}", quote=True)
-        boxes.append(f'<span title="{tip}" style="background:{PALETTE[n % len(PALETTE)]};padding:1px 3px;'
+        boxes.append(f'<span title="{tip}" style="background:{style.TINTS[n % len(style.TINTS)]};padding:1px 3px;'
                      f'margin:1px;border-radius:3px;font-family:monospace;white-space:pre">{text}</span>')
     head = f"<b>{html.escape(title)}</b> " if title else ""
     return f'<div style="line-height:1.9">{head}{"".join(boxes)} <i>({len(ids)} tokens)</i></div>'
@@ -117,19 +116,20 @@ def chars_per_token(tokenizer: Tokenizer, texts: dict[str, str]) -> dict[str, di
     return out
 
 
+@style.figure
 def plot_chars_per_token(tokenizer: Tokenizer, texts: dict[str, str], title: str = "how much text one token holds"):
     data = chars_per_token(tokenizer, texts)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.5 * len(data) + 1.5), 4.4))
     labels = list(data)
     values = [data[k]["chars_per_token"] for k in labels]
-    bars = ax.bar(labels, values, color=[PALETTE[i % len(PALETTE)] for i in range(len(labels))], edgecolor="#555")
+    bars = ax.bar(labels, values, color=style.CATEGORICAL[0])
     for bar, k in zip(bars, labels):
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(),
-                f"{data[k]['chars']} chars\n{data[k]['tokens']} tokens", ha="center", va="bottom", fontsize=8)
-    ax.axhline(1.0, color="#888", lw=0.8, ls="--")
-    ax.set_ylim(0, max(values + [1.0]) * 1.35)
+                f"{data[k]['chars']} chars\n{data[k]['tokens']} tokens", ha="center", va="bottom")
+    ax.axhline(1.0, color=style.REFERENCE, lw=0.8, ls="--")
+    ax.set_ylim(0, max(values + [1.0]) * 1.45)
     ax.set_ylabel("characters per token")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     fig.tight_layout()
     return data, fig
 
@@ -141,6 +141,7 @@ def embedding_similarity(weight: torch.Tensor, ids) -> torch.Tensor:
     return rows @ rows.T  # (n, n)
 
 
+@style.figure
 def plot_embedding_similarity(weight: torch.Tensor, ids, labels: list[str] | None = None,
                               title: str = "cosine similarity of token embeddings"):
     ids = list(ids)
@@ -148,11 +149,12 @@ def plot_embedding_similarity(weight: torch.Tensor, ids, labels: list[str] | Non
     labels = list(labels) if labels is not None else [str(i) for i in ids]
     data = {"ids": ids, "labels": labels, "similarity": sim}
     n = len(ids)
-    fig, ax = plt.subplots(figsize=(0.3 * n + 2.4, 0.3 * n + 1.2))
-    image = ax.imshow(sim.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=8, family="monospace")
-    ax.set_yticks(range(n), labels, fontsize=8, family="monospace")
-    ax.set_title(title, fontsize=10)
+    cell = min(0.32, 5.4 / max(1, n))  # inches per token: the whole matrix fits a slide
+    fig, ax = plt.subplots(figsize=(cell * n + 3.2, cell * n + 1.9))
+    image = ax.imshow(sim.numpy(), cmap=style.DIVERGING, vmin=-1, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=90, family=style.MONO)
+    ax.set_yticks(range(n), labels, family=style.MONO)
+    ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.tight_layout()
     return data, fig
