@@ -192,8 +192,8 @@ def train(model: LFM2Model, batches, cfg: TrainConfig, progress: bool = True, ca
                     log.load.append({i: load.tolist() for i, load in loads.items()})
                     log.expert_bias.append({i: [round(b, 5) for b in model.layers[i].feed_forward.expert_bias.tolist()]
                                             for i in loads if model.layers[i].feed_forward.expert_bias is not None})
-                    log.aux_loss.append(round(float(aux), 5))
-                    log.z_loss.append(round(float(z), 5))
+                    log.aux_loss.append(round(float(aux.detach()), 5))
+                    log.z_loss.append(round(float(z.detach()), 5))
                     if progress:
                         worst = max((max_violation(load) for load in loads.values()), default=0.0)
                         elapsed = time.time() - start

@@ -15,6 +15,5 @@ NOT_YET_CONVERTED = {
     "07_the_whole_model",
     "08_generation_and_cache",
     "09_routing_token_by_token",
-    "10_load_balancing",
     "11_what_the_experts_learn",
 }

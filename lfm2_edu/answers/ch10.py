@@ -8,7 +8,7 @@ import torch
 
 from .. import routing
 from ..exercises import exercise
-from ..train import update_expert_bias
+from ..train import load_balancing_loss, update_expert_bias
 
 # ------------------------------------------------------------------------- 10 Load balancing
 # b +/- 0.005 in fp32, answered in fp32 or fp64: only rounding of the last bits differs.
@@ -30,3 +30,21 @@ def _largest_maxvio(config) -> float:
 def _worst_layer_without_the_update(balance) -> int:
     last = balance["max_violation"]  # layer -> MaxVio per logged step
     return max(last, key=lambda i: last[i][-1])
+
+
+def _aux_inputs() -> list[tuple]:
+    """Scores of a few shapes, with top-k choices and an alpha each (one of them uneven on purpose)."""
+    g = torch.Generator().manual_seed(10)
+    out = []
+    for n, e, k, alpha in ((6, 4, 2, 0.01), (32, 8, 2, 0.1), (5, 16, 4, 1.0)):
+        scores = torch.rand(n, e, generator=g)  # (N, E) in (0, 1), as sigmoid scores are
+        out.append((scores, scores.topk(k, dim=-1).indices, alpha))
+    skewed = torch.rand(10, 4, generator=g)
+    out.append((skewed, torch.tensor([[0, 1]] * 10), 0.01))  # every token to experts 0 and 1
+    return out
+
+
+# The same sums in another order: fp32 rounding only.
+@exercise("10.4", atol=1e-6, inputs=_aux_inputs)
+def _auxiliary_loss():
+    return load_balancing_loss
