@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test test-fresh venv bench-load small-model clean
+.PHONY: lab test test-bf16 test-fresh venv bench-load small-model clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ lab: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Every chapter and solution in bf16, as users of the real model run them, on a checkpoint with
+# LFM2-8B-A1B's widths and 4 layers written at test time (random weights; about 0.5 GB).
+test-bf16: venv
+	$(BIN)/python scripts/check_notebooks_on_other_checkpoints.py --dtype bfloat16 --only lfm2-8b-a1b-widths
 
 test-fresh:
 	$(PYTHON) scripts/test_in_fresh_venv.py

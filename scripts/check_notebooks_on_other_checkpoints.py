@@ -1,4 +1,4 @@
-"""Run every chapter under nbval on checkpoints other than the shipped one, unchanged.
+"""Run every chapter (and its solutions) under nbval on checkpoints other than the shipped one, unchanged.
 
 The chapters must not depend on the shipped model: this writes two random checkpoints and runs
 `pytest --nbval-lax notebooks/` with LFM2_EDU_MODEL pointing at each:
@@ -9,10 +9,15 @@ The chapters must not depend on the shipped model: this writes two random checkp
 Both reuse the shipped tokenizer (its ids are all below either vocabulary size). Figures go to a
 temporary folder, so the committed ones are left alone. `--dtype bfloat16` runs the chapters in
 bf16 (LFM2_EDU_DTYPE), and `--shipped` adds the shipped model: together, the bf16 path on a small
-trained checkpoint.
+trained checkpoint. `--only NAME` runs only those checkpoints; `--full DIR` adds the full-size
+24-layer LFM2-8B-A1B shape from DIR (a real checkpoint, or the random one that
+benchmarks/decode_full.py writes: 16.7 GB in bf16, so it is never written here).
+
+Each notebook runs in its own pytest, and the printout gives per checkpoint and notebook the
+result, the wall time and the peak memory (RSS) of that run, kernel included.
 
     python scripts/check_notebooks_on_other_checkpoints.py [--keep DIR] [--dtype bfloat16] [--shipped]
-                                                           [notebooks/NN_x.ipynb ...]
+                                                           [--only NAME] [--full DIR] [notebooks/NN_x.ipynb ...]
 """
 
 from __future__ import annotations
@@ -64,31 +69,57 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="write the checkpoints here and keep them")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="LFM2_EDU_DTYPE for every run")
     parser.add_argument("--shipped", action="store_true", help="also run on the shipped model")
+    parser.add_argument("--only", action="append", choices=sorted(CHECKPOINTS), help="only these checkpoints")
+    parser.add_argument("--full", type=Path, help="also run on this full-size LFM2-8B-A1B-shaped checkpoint folder")
     args = parser.parse_args()
+    if args.full is not None and not (args.full / "config.json").is_file():
+        parser.error(f"--full: expected a checkpoint folder with a config.json, found {args.full}")
     root = args.keep or Path(tempfile.mkdtemp(prefix="lfm2-edu-checkpoints-"))
-    notebooks = args.notebooks or [str(REPO / "notebooks")]
-    results = {}
+    paths = [Path(n) for n in args.notebooks] or [*sorted((REPO / "notebooks").glob("[0-9]*.ipynb")),
+                                                   *sorted((REPO / "solutions").glob("[0-9]*.ipynb"))]
+    runs = ({SHIPPED_MODEL: None} if args.shipped else {}) | {n: c for n, c in CHECKPOINTS.items()
+                                                               if not args.only or n in args.only}
+    if args.full is not None:
+        runs["full-size"] = args.full
+    results: dict[str, dict[str, tuple[int, float, float]]] = {}
     try:
-        for name, config in ({SHIPPED_MODEL: None} if args.shipped else {}) | CHECKPOINTS:
-            folder = root / name
-            if config is not None and not (folder / "config.json").exists():
+        for name, config in runs.items():
+            folder = config if isinstance(config, Path) else root / name
+            if isinstance(config, LFM2Config) and not (folder / "config.json").exists():
                 print(f"writing {name} ...", flush=True)
                 write_checkpoint(config, folder)
             env = dict(os.environ, LFM2_EDU_MODEL=name if config is None else str(folder),
                        LFM2_EDU_FIGURES=str(root / f"figures-{name}"))  # the shipped model by name: is_shipped()
             if args.dtype:
                 env["LFM2_EDU_DTYPE"] = args.dtype
-            start = time.time()
-            run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                  "--nbval-lax", "--nbval-current-env", *notebooks], cwd=REPO, env=env)
-            results[name] = (run.returncode, time.time() - start)
+            results[name] = {}
+            for path in paths:
+                results[name][path.name] = run_notebook(path, env)
+                code, seconds, peak = results[name][path.name]
+                print(f"{name}, {path.parent.name}/{path.name}: {'passed' if code == 0 else 'FAILED'} in "
+                      f"{seconds:.0f} s, peak RSS {peak / 2**30:.2f} GiB", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    print()
-    for name, (code, seconds) in results.items():
-        print(f"{name:>20}: {'passed' if code == 0 else 'FAILED'} in {seconds:.0f} s")
-    return 0 if all(code == 0 for code, _ in results.values()) else 1
+    print("\ndtype:", args.dtype or "the chapters' default (LFM2_EDU_DTYPE unset)")
+    for name, per_notebook in results.items():
+        failed = [n for n, (code, _, _) in per_notebook.items() if code != 0]
+        total = sum(s for _, s, _ in per_notebook.values())
+        peak = max((p for _, _, p in per_notebook.values()), default=0.0)
+        print(f"{name:>20}: {len(per_notebook) - len(failed)} of {len(per_notebook)} passed in {total:.0f} s, "
+              f"peak RSS {peak / 2**30:.2f} GiB" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 0 if all(code == 0 for r in results.values() for code, _, _ in r.values()) else 1
+
+
+def run_notebook(path: Path, env: dict) -> tuple[int, float, float]:
+    """(exit code, seconds, peak RSS in bytes) of one notebook under nbval, kernel included: the
+    rusage of a waited-for child covers the descendants it waited for (pytest waits for its kernel)."""
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                             "--nbval-current-env", str(path)], cwd=REPO, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.time() - start, usage.ru_maxrss * 1024.0  # ru_maxrss is in KiB on Linux
 
 
 if __name__ == "__main__":
