@@ -71,7 +71,7 @@ def dense_twin(moe: LFM2Config) -> LFM2Config:
 # Rows of each batch per domain: arithmetic, the hardest to learn exactly, gets the most; the
 # generated JSON records, learnt early, the fewest.
 BATCH_ROWS = {"prose": 3, "code": 3, "arithmetic": 8, "data": 2}
-TRAIN = TrainConfig(steps=1000, batch_size=sum(BATCH_ROWS.values()), seq_len=256, lr=3e-3, warmup_steps=50, bias_update_rate=3e-3,
+TRAIN = TrainConfig(steps=800, batch_size=sum(BATCH_ROWS.values()), seq_len=256, lr=3e-3, warmup_steps=50, bias_update_rate=3e-3,
                     aux_loss_coef=1e-2, z_loss_coef=1e-3, seed=0, log_every=10)
 RUNS = {  # shipped name -> (config, balancing)
     SHIPPED_MODEL: (MODEL, "bias"),
