@@ -112,8 +112,8 @@ def test_heldout_questions_are_in_no_training_document():
 
 
 def test_arithmetic_grading_parses_and_checks():
-    assert arithmetic.parse_answer("47 + 25 = 72") == 72
-    assert arithmetic.parse_answer(" 5 - 9 = -4<|im_end|>") == -4
+    assert arithmetic.parse_answer("5 + 7 = 12; 4 + 2 + 1 = 7; 72") == 72  # worked columns, then the result
+    assert arithmetic.parse_answer(" -4") == -4  # a difference: the result alone
     assert arithmetic.parse_answer("seventy-two") is None
     model, tokenizer = load_model(SHIPPED_MODEL), load_tokenizer(SHIPPED_MODEL)
     result = arithmetic.grade(model, tokenizer, [(12, "+", 7), (3, "-", 5)])
