@@ -317,3 +317,23 @@ def test_cuda_graph_decode_equals_eager_static_decode():
     b = prefill_then_decode(graph, graph.new_cache(2, 16), ids, 4)
     assert (a.float() - b.float()).abs().max().item() <= 3e-2
     assert torch.equal(a[:, -1].argmax(-1), b[:, -1].argmax(-1))
+
+
+# ---------------------------------------------------------------------------------- the CLI
+@torch.no_grad()
+def test_cli_generates_on_the_fast_path_by_default(tmp_path, capsys):
+    from lfm2_edu.cli import main
+    from test_tokenizer import chat_config, write_checkpoint
+
+    folder = str(write_checkpoint(tmp_path / "moe", chat_config(), seed=5))
+    argv = ["generate", "--model", folder, "--greedy", "--repetition-penalty", "1.0", "--max-new-tokens", "12",
+            "--no-chat", "--stats", "Hello world"]
+    outputs = {}
+    for path, extra in (("fast path", []), ("readable path", ["--readable"]), ("fast path, int8 weights", ["--int8"])):
+        assert main(argv + extra) == 0
+        outputs[path], err = capsys.readouterr()
+        assert f"; {path}]" in err
+    assert outputs["fast path"] == outputs["readable path"]  # fp32: the same greedy tokens
+    assert outputs["fast path, int8 weights"].strip()
+    assert main(argv + ["--int8", "--readable"]) == 2
+    assert "int8 weights are the fast path's" in capsys.readouterr().err
