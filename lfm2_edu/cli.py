@@ -14,7 +14,6 @@ The routing data comes from `lfm2_edu.routing.route_tokens`, which chapter 09's 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, load_model, read_index, resolve_checkpoint
-from .config import LFM2Config
+from .config import LFM2Config, read_json
 from .course import LARGE_CHECKPOINT_BYTES, checkpoint_bytes
 from .fast import FastLFM2
 from .generate import RECOMMENDED, stream
@@ -87,13 +86,14 @@ def _dtype(folder, choice: str) -> torch.dtype:
     """auto: the checkpoint's own dtype when it is float32 or bfloat16, else float32."""
     if choice != "auto":
         return getattr(torch, choice)
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    raw = read_json(folder / "config.json")  # a hostile config is a ConfigError, never a RecursionError
     name = str(raw.get("dtype") or raw.get("torch_dtype") or "float32").removeprefix("torch.")
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 
 def _load(args):
     folder = resolve_checkpoint(args.model)  # a clear error first, before any loading
+    LFM2Config.from_file(folder / "config.json")  # validated before _dtype reads it (a dict of sane values)
     tokenizer = load_tokenizer(folder)
     model = load_model(folder, dtype=_dtype(folder, args.dtype), device=args.device)
     return model, tokenizer
