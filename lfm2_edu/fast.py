@@ -15,7 +15,8 @@ the same greedy tokens, logits within a stated tolerance), and changes only how 
   expert runs on its contiguous block, instead of a torch.where scan over every expert.
 - a preallocated cache (`StaticCache`): keys and values are written in place, not concatenated.
 - attention through F.scaled_dot_product_attention (fused; GQA without repeating the kv heads).
-- the conv decode step as an L-tap weighted sum over [state, B*x]: no conv1d call.
+- the conv decode step (`ShortConv.decode_step`) as an L-tap weighted sum over [state, B*x], with
+  the state updated in place: no conv1d call, no new state tensor.
 - the head only where logits are needed (the last position, when generating).
 - optional int8 weights (`int8=True`, see quant.py): half the bytes per token.
 - static shapes (`static=True`, the default on CUDA): experts stacked per layer and run by one
@@ -35,6 +36,7 @@ from torch import nn
 
 from .cache import HybridCache
 from .config import LFM2Config
+from .conv import ShortConv
 from .model import LFM2Model, LFM2Output
 from .moe import Routing, SparseMoE
 from .mlp import SwiGLU
@@ -104,6 +106,16 @@ class StaticCache(HybridCache):
                 "full_attention": size(self.k_buf.values()) + size(self.v_buf.values())}
 
 
+def conv_window_sum(conv: ShortConv, window: torch.Tensor) -> torch.Tensor:
+    """ShortConv.decode_step's output for one token, as an L-tap weighted sum instead of a conv1d
+    call (a call costs far more than its 3 multiply-adds per channel): window (B, H, L) -> (B, H).
+    Accumulated in fp32, as conv1d does: bit-identical in bf16, within fp32 rounding in fp32."""
+    y = (window.float() * conv.conv.weight[:, 0].float()).sum(-1)  # (B, H): sum_j w[:, j] * window[:, j]
+    if conv.conv.bias is not None:
+        y = y + conv.conv.bias.float()
+    return y.to(window.dtype)
+
+
 def rms_norm(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
     """`norm(x)` in 3 ops instead of 8: statistics in fp32, cast back, then scale (bit-identical)."""
     return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.eps).to(x.dtype)
@@ -126,6 +138,12 @@ class FastLFM2:
                  cuda_graph: bool | None = None) -> None:
         if not isinstance(model, LFM2Model):
             raise TypeError(f"FastLFM2: expected an LFM2Model (from load_model), found {type(model).__name__}")
+        foreign = [f"{name} ({type(m).__module__}.{type(m).__qualname__})" for name, m in model.named_modules()
+                   if not type(m).__module__.startswith(("lfm2_edu.", "torch.nn."))]
+        if foreign:  # the fast path runs its own code for the package's blocks: a swapped one would be ignored
+            raise TypeError(f"FastLFM2: expected a model of the package's own blocks, found {foreign[0]}"
+                            f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}; run a model "
+                            f"with swapped blocks on the readable path")
         self.model, self.config = model, model.config
         on_cuda = model.device.type == "cuda"
         if static is None:  # on CUDA, where its kernels exist: the MoE layers need torch._grouped_mm
@@ -270,11 +288,8 @@ class FastLFM2:
         B, C, xs = self._linear(x, conv.in_proj).chunk(3, dim=-1)  # 3 x (B, T, H)
         state = cache.conv_state[conv.layer_idx]  # (B, H, L-1)
         window = torch.cat([state, (B * xs).transpose(1, 2)], dim=-1)  # (B, H, L-1+T)
-        if T == 1:  # decode: y = sum_j w[:, j] * window[:, j], in fp32 as conv1d accumulates
-            y = (window.float() * conv.conv.weight[:, 0].float()).sum(-1)  # (B, H)
-            if conv.conv.bias is not None:
-                y = y + conv.conv.bias.float()
-            y = y.to(x.dtype)[:, None]  # (B, 1, H)
+        if T == 1:  # decode: ShortConv.decode_step's sum, without conv1d
+            y = conv_window_sum(conv, window)[:, None]  # (B, 1, H)
         else:
             y = F.conv1d(window, conv.conv.weight, conv.conv.bias, groups=H).transpose(1, 2)  # (B, T, H)
         state.copy_(window[:, :, window.shape[-1] - (L - 1):])  # the last L-1 values, in place
@@ -454,4 +469,4 @@ def _grouped_mm_works(dtype: torch.dtype, device: torch.device) -> tuple[bool, s
         return False, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
 
 
-__all__ = ["DecodeGraph", "FastLFM2", "StaticCache", "quantize_model", "rms_norm", "stack_experts"]
+__all__ = ["DecodeGraph", "FastLFM2", "StaticCache", "conv_window_sum", "quantize_model", "rms_norm", "stack_experts"]

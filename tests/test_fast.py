@@ -230,6 +230,47 @@ def test_bad_options_are_clear_errors():
         fast(ids + 1000)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+def test_conv_decode_agrees_with_short_conv_decode_step(dtype, bias):
+    """The fast path's one-token conv is ShortConv.decode_step without conv1d: bit-identical in
+    bf16, within fp32 rounding in fp32; its in-place state is decode_step's new state."""
+    from lfm2_edu.conv import ShortConv
+
+    config = tiny_config(conv_bias=bias)
+    conv = random_model(config, seed=3).to_dtype(dtype).layers[config.conv_layers[0]].conv
+    assert isinstance(conv, ShortConv)
+    g = torch.Generator().manual_seed(1)
+    H, L = config.hidden_size, config.conv_L_cache
+    state = torch.randn(3, H, L - 1, generator=g).to(dtype)  # (B, H, L-1)
+    Bx_t = torch.randn(3, H, generator=g).to(dtype)  # (B, H)
+    expected, expected_state = conv.decode_step(Bx_t, state)
+    window = torch.cat([state, Bx_t[:, :, None]], dim=-1)  # (B, H, L), as FastLFM2._conv builds it
+    got = fast_mod.conv_window_sum(conv, window)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    if dtype == torch.bfloat16:
+        assert torch.equal(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(window[:, :, 1:], expected_state)
+
+
+def test_a_model_with_swapped_blocks_is_refused():
+    """Inside `swapped`, a model's ShortConv is another class: the fast path, which runs its own
+    code for the package's blocks, would ignore it, so it says so instead."""
+    from lfm2_edu.conv import ShortConv
+    from lfm2_edu.swap import swapped
+
+    class TheirConv(ShortConv):
+        pass
+
+    with swapped(ShortConv=TheirConv):
+        model = random_model(tiny_config(), seed=0)
+    with pytest.raises(TypeError, match=r"expected a model of the package's own blocks, found layers\.\d+\.conv "
+                                        r"\(test_fast\..*TheirConv\).*readable path"):
+        FastLFM2(model)
+
+
 # ------------------------------------------------------------------------------------- int8
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int8_round_trip_within_half_a_scale(dtype):
