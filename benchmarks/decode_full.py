@@ -19,7 +19,7 @@ that access pattern (F.linear of one vector over expert-sized weight views chose
 
 and each implementation's share of it is its tok/s x its bytes per token / the bandwidth.
 int8's cost is measured apart: top-1 agreement and KL against bf16 on held-out text of the shipped
-model (its corpus' validation documents), and on the real LFM2-8B-A1B where $LFM2_8B_A1B_PATH
+model (its shipped held-out set, as the chapters read it), and on the real LFM2-8B-A1B where $LFM2_8B_A1B_PATH
 names its folder.
 
     python benchmarks/decode_full.py [--checkpoint DIR] [--only NAME,...] [--decode-tokens 32]
@@ -190,28 +190,28 @@ def measure_implementation(name: str, folder: str, rounds: int, n: int, experts:
 
 
 # ---------------------------------------------------------------------------- child: int8 quality
-def heldout_windows(tokenizer_backend, seq_len: int, per_domain: int):
-    """(N, 1 + seq_len) token windows of the shipped model's validation documents, per domain."""
-    from lfm2_edu.tiny.corpus import DOMAINS, build_corpus
-    from lfm2_edu.tiny.data import token_stream, validation_windows
+def heldout_windows(source: str, per_domain: int) -> dict:
+    """{domain: (N, T+1) token windows} of held-out text for a checkpoint, as the chapters read it
+    (routing.held_out_windows: the shipped held-out set for the shipped tokenizer, else the
+    corpus's held-out split), at most `per_domain` per domain."""
+    from lfm2_edu import load_tokenizer, resolve_checkpoint, routing
 
-    corpus = build_corpus()  # the split is by document name: these were never trained on
-    return {d: validation_windows(token_stream(tokenizer_backend, corpus.valid[d]), seq_len, per_domain)
-            for d in DOMAINS}
+    windows, _ = routing.held_out_windows(resolve_checkpoint(source), load_tokenizer(source), max_windows=per_domain)
+    return {d: w[:per_domain] for d, w in windows.items()}
 
 
-def measure_quality(windows_per_domain: int, seq_len: int) -> dict:
+def measure_quality(windows_per_domain: int) -> dict:
     """int8 against bf16 (and bf16 against fp32, the floor set by bf16's own rounding), per domain."""
     import torch
 
-    from lfm2_edu import load_model, load_tokenizer
+    from lfm2_edu import load_model
     from lfm2_edu.fast import FastLFM2
     from lfm2_edu.quant import compare_logits
 
     torch.set_grad_enabled(False)
     out = {}
     start = time.perf_counter()
-    windows = heldout_windows(load_tokenizer("tiny-lfm2-moe").backend, seq_len, windows_per_domain)
+    windows = heldout_windows("tiny-lfm2-moe", windows_per_domain)
     out["windows_s"] = time.perf_counter() - start
     fp32 = load_model("tiny-lfm2-moe")
     bf16 = FastLFM2(load_model("tiny-lfm2-moe", dtype=torch.bfloat16))
@@ -228,7 +228,7 @@ def measure_quality(windows_per_domain: int, seq_len: int) -> dict:
     real = os.environ.get("LFM2_8B_A1B_PATH")
     if real and (Path(real) / "config.json").is_file():
         model = load_model(real, dtype=torch.bfloat16)
-        text = heldout_windows(load_tokenizer(real).backend, seq_len, max(1, windows_per_domain // 4))
+        text = heldout_windows(real, max(1, windows_per_domain // 4))
         bf16 = FastLFM2(model)
         int8 = FastLFM2(model, int8=True)
         out["real"] = {d: vars(compare_logits(bf16.all_logits, int8.all_logits, w, batch_size=1))
@@ -349,7 +349,7 @@ def main() -> int:
         if task == "ceiling":
             result = measure_ceiling(args.rounds)
         elif task == "quality":
-            result = measure_quality(args.quality_windows, 256)
+            result = measure_quality(args.quality_windows)
         else:
             result = measure_implementation(task, rest[0], args.rounds, args.decode_tokens, args.transformers_experts)
         print(RESULT + json.dumps(result), flush=True)
