@@ -1,6 +1,7 @@
 """The command line: talk to a model, watch its router, read its config.
 
     lfm2-edu generate --model SOURCE "Why is the sky blue?"   # chat, streamed, recommended sampling
+                                                              # (the fast path; --readable, --int8)
     lfm2-edu route    --model SOURCE "The cat sat on the mat"  # experts chosen per token and MoE layer
     lfm2-edu info     --model SOURCE                           # config and parameter counts
     lfm2-edu routing-report --model SOURCE [--text-file F ...] # routing metrics on held-out text
@@ -13,7 +14,6 @@ The routing data comes from `lfm2_edu.routing.route_tokens`, which chapter 09's 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import INDEX_FILE, REPO_ID, SHIPPED_MODEL, CheckpointError, load_model, read_index, resolve_checkpoint
-from .config import LFM2Config
+from .config import LFM2Config, read_json
 from .course import LARGE_CHECKPOINT_BYTES, checkpoint_bytes
+from .fast import FastLFM2
 from .generate import RECOMMENDED, stream
 from .params import count_parameters
 from .routing import RouteTable, route_tokens  # noqa: F401 (shared with the notebooks' explorer)
@@ -85,13 +86,14 @@ def _dtype(folder, choice: str) -> torch.dtype:
     """auto: the checkpoint's own dtype when it is float32 or bfloat16, else float32."""
     if choice != "auto":
         return getattr(torch, choice)
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    raw = read_json(folder / "config.json")  # a hostile config is a ConfigError, never a RecursionError
     name = str(raw.get("dtype") or raw.get("torch_dtype") or "float32").removeprefix("torch.")
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 
 def _load(args):
     folder = resolve_checkpoint(args.model)  # a clear error first, before any loading
+    LFM2Config.from_file(folder / "config.json")  # validated before _dtype reads it (a dict of sane values)
     tokenizer = load_tokenizer(folder)
     model = load_model(folder, dtype=_dtype(folder, args.dtype), device=args.device)
     return model, tokenizer
@@ -100,7 +102,10 @@ def _load(args):
 def cmd_generate(args) -> int:
     if not args.prompt.strip():
         raise ValueError("prompt: expected some text, found an empty prompt")
+    if args.int8 and args.readable:
+        raise ValueError("--int8: expected the fast path, found --readable too (int8 weights are the fast path's)")
     model, tokenizer = _load(args)
+    runner = model if args.readable else FastLFM2(model, int8=args.int8)  # the same weights, run faster
     if args.no_chat:
         ids = tokenizer.encode(args.prompt)
     else:
@@ -114,7 +119,7 @@ def cmd_generate(args) -> int:
                     min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
     result = []
     start = time.perf_counter()
-    for piece in stream(model, tokenizer, ids, args.max_new_tokens, stop_token_ids=sorted(stop),
+    for piece in stream(runner, tokenizer, ids, args.max_new_tokens, stop_token_ids=sorted(stop),
                         result=result, **settings):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -122,8 +127,9 @@ def cmd_generate(args) -> int:
     sys.stdout.write("\n")
     if args.stats:
         n = len(result[0].new_ids)
+        path = "readable path" if args.readable else "fast path" + (", int8 weights" if args.int8 else "")
         print(f"[{len(ids)} prompt tokens, {n} new tokens in {elapsed:.2f} s ({n / elapsed:.1f} tok/s), "
-              f"finished by {result[0].finish_reason}]", file=sys.stderr)
+              f"finished by {result[0].finish_reason}; {path}]", file=sys.stderr)
     return 0
 
 
@@ -318,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--greedy", action="store_true", help="always take the most likely token")
     g.add_argument("--seed", type=int, default=None, help="for reproducible sampling")
     g.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
+    g.add_argument("--readable", action="store_true", help="run the readable path instead of the fast one")
+    g.add_argument("--int8", action="store_true", help="int8 weights (fast path): half the bytes per token")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("route", help="show the experts chosen for each token at each MoE layer")

@@ -11,7 +11,8 @@ the logits are taken in fp32, then
 each a small function below. Greedy (temperature 0) takes the argmax after the repetition
 penalty; the other steps never change the argmax. A batch of prompts of different lengths is
 left-padded: the attention mask hides the padding, and positions count from each row's first real
-token, so every row decodes exactly as it would alone.
+token, so every row decodes exactly as it would alone. `fast=True` runs the same loop on
+lfm2_edu.fast (a preallocated cache, only the chosen experts, SDPA): the same tokens, faster.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .fast import FastLFM2
 from .model import LFM2Model
 
 # LFM2-8B-A1B's recommended sampling settings (its model card).
@@ -178,18 +180,22 @@ def _stop_ids(model: LFM2Model, stop_token_ids) -> list[int]:
 
 
 @torch.no_grad()
-def generate_tokens(model: LFM2Model, prompts, max_new_tokens: int = 256, *, temperature: float = 0.0,
+def generate_tokens(model: LFM2Model | FastLFM2, prompts, max_new_tokens: int = 256, *, temperature: float = 0.0,
                     top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0,
                     repetition_penalty: float = 1.0, stop_token_ids: int | Sequence[int] | None = None,
                     seed: int | None = None, generator: torch.Generator | None = None,
-                    results: list[Generation] | None = None) -> Iterator[list[int | None]]:
+                    results: list[Generation] | None = None, fast: bool = False) -> Iterator[list[int | None]]:
     """Yield, after each step, the new token of every prompt (None for a prompt already finished).
 
     prompts: token ids of one prompt, or of several (any lengths: they are left-padded).
     stop_token_ids: None for the model's eos; [] never stops before max_new_tokens.
     seed (or a torch.Generator): reproducible sampling.
     results: a list that receives one Generation per prompt, filled in as the tokens come.
+    fast: run the fast path (lfm2_edu.fast) on the model's weights; the same tokens. A FastLFM2
+    passed as the model (e.g. with int8 weights) is used as it is.
     """
+    if fast and isinstance(model, LFM2Model):
+        model = FastLFM2(model)
     sampling = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     cfg = model.config
     rows = _prompt_rows(prompts, cfg.vocab_size)
@@ -219,14 +225,15 @@ def generate_tokens(model: LFM2Model, prompts, max_new_tokens: int = 256, *, tem
     seen.scatter_(1, ids.masked_fill(mask == 0, V), True)
     seen = seen[:, :V]  # (B, V): tokens in each row's prompt, for the repetition penalty
 
-    cache = model.new_cache()
+    # n new tokens need the prompt and n-1 of them fed in: T + n - 1 <= max_position_embeddings.
+    steps = min(max_new_tokens, cfg.max_position_embeddings - T + 1)
+    cache = (model.new_cache(B, T + steps - 1) if isinstance(model, FastLFM2)  # preallocated, never grows
+             else model.new_cache())
     for start in range(0, T, PREFILL_CHUNK):
         end = min(start + PREFILL_CHUNK, T)
         logits = model(ids[:, start:end], cache=cache, attention_mask=mask[:, :end] if padded else None,
                        position_ids=positions[:, start:end] if padded else None).logits[:, -1]  # (B, V)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    # n new tokens need the prompt and n-1 of them fed in: T + n - 1 <= max_position_embeddings.
-    steps = min(max_new_tokens, cfg.max_position_embeddings - T + 1)
     for step in range(steps):
         next_ids = choose(process_logits(logits, seen, sampling), sampling, generator)  # (B,)
         next_ids = next_ids.masked_fill(finished, pad)  # finished rows only mark time
@@ -255,10 +262,10 @@ def generate_tokens(model: LFM2Model, prompts, max_new_tokens: int = 256, *, tem
                 r.finish_reason = "context"
 
 
-def generate(model: LFM2Model, prompts, max_new_tokens: int = 256, **settings) -> list[Generation]:
+def generate(model: LFM2Model | FastLFM2, prompts, max_new_tokens: int = 256, **settings) -> list[Generation]:
     """Generate for one or several prompts (token ids); one Generation per prompt.
     Settings as in `generate_tokens`: temperature, top_k, top_p, min_p, repetition_penalty,
-    stop_token_ids, seed."""
+    stop_token_ids, seed, fast."""
     results: list[Generation] = []
     for _ in generate_tokens(model, prompts, max_new_tokens, results=results, **settings):
         pass
@@ -297,7 +304,7 @@ class IncrementalDecoder:
         return text[len(emitted):]
 
 
-def stream(model: LFM2Model, tokenizer, prompt_ids, max_new_tokens: int = 256, *,
+def stream(model: LFM2Model | FastLFM2, tokenizer, prompt_ids, max_new_tokens: int = 256, *,
            skip_special_tokens: bool = True, result: list[Generation] | None = None, **settings) -> Iterator[str]:
     """Yield the text of one prompt's continuation, piece by piece, as it is generated.
     result: a list that receives the Generation (ids, finish reason) once done."""

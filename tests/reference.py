@@ -29,6 +29,23 @@ def tiny_config(**changes) -> LFM2Config:
     return LFM2Config(**base)
 
 
+C, A = "conv", "full_attention"
+# The parity config matrix: every kind of layer and every switch (see test_parity.py).
+PARITY_CONFIGS = {
+    "moe-gqa-1dense": tiny_config(),
+    "moe-0dense-nobias-mha": tiny_config(num_dense_layers=0, use_expert_bias=False, num_key_value_heads=4),
+    "moe-2dense-norenorm-scaled-mqa": tiny_config(num_dense_layers=2, norm_topk_prob=False,
+                                                  routed_scaling_factor=2.5, num_key_value_heads=1),
+    "moe-convbias-allconv": tiny_config(conv_bias=True, layer_types=[C, C, C, C]),
+    "moe-allattention-k-equals-E": tiny_config(layer_types=[A, A, A, A], num_experts=3, num_experts_per_tok=3),
+    "moe-8b-pattern-untied": tiny_config(num_hidden_layers=6, layer_types=[C, C, A, C, C, A], num_dense_layers=2,
+                                         tie_word_embeddings=False, conv_L_cache=4),
+    "dense-gqa": tiny_config(model_type="lfm2", layer_types=[C, A, C, A]),
+    "dense-convbias-mqa": tiny_config(model_type="lfm2", conv_bias=True, num_key_value_heads=1,
+                                      layer_types=[A, C, C, A]),
+}
+
+
 def reference_model(config: LFM2Config, seed: int = 0, dtype=torch.float32):
     """A transformers model of `config` with random weights, randomised norms and expert_bias.
 

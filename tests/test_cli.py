@@ -99,6 +99,25 @@ def test_checkpoint_without_tokenizer_or_template(tmp_path, folder, capsys):
     assert code == 2 and "chat template: expected one" in err and "--no-chat" in err
 
 
+@pytest.mark.parametrize("text,match", [
+    ("[" * 100_000 + "]" * 100_000, "config: expected valid JSON in .*nested too deeply"),
+    ("[1, 2]", "config"),
+    ({"hidden_size": -4}, "hidden_size"),
+])
+def test_generate_with_a_hostile_config_is_a_clear_error(tmp_path, folder, capsys, text, match):
+    """generate reads the checkpoint's dtype from config.json: the config is validated first, so a
+    hostile one is a one-line ConfigError, never a traceback (RecursionError, AttributeError)."""
+    import shutil
+
+    bad = shutil.copytree(folder, tmp_path / "bad")
+    if isinstance(text, dict):  # the checkpoint's own config with one value made bad
+        text = json.dumps({**json.loads((folder / "config.json").read_text()), "dtype": "bfloat16", **text})
+    (bad / "config.json").write_text(text)
+    code, out, err = run(capsys, "generate", "--model", bad, "Hi")
+    assert code == 2 and out == ""
+    assert re.search(match, err) and err.startswith("lfm2-edu: error: ") and "Traceback" not in err
+
+
 # --------------------------------------------------------------------------------------- route
 @torch.no_grad()
 def test_route_tokens_equals_transformers_router(folder):

@@ -10,24 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from lfm2_edu import Capture, load_model
-from reference import load_reference, reference_model, require_transformers, save_reference, tiny_config
+from reference import (PARITY_CONFIGS, load_reference, reference_model, require_transformers, save_reference,
+                       tiny_config)
 
 require_transformers()
 
-C, A = "conv", "full_attention"
-CONFIGS = {
-    "moe-gqa-1dense": tiny_config(),
-    "moe-0dense-nobias-mha": tiny_config(num_dense_layers=0, use_expert_bias=False, num_key_value_heads=4),
-    "moe-2dense-norenorm-scaled-mqa": tiny_config(num_dense_layers=2, norm_topk_prob=False,
-                                                  routed_scaling_factor=2.5, num_key_value_heads=1),
-    "moe-convbias-allconv": tiny_config(conv_bias=True, layer_types=[C, C, C, C]),
-    "moe-allattention-k-equals-E": tiny_config(layer_types=[A, A, A, A], num_experts=3, num_experts_per_tok=3),
-    "moe-8b-pattern-untied": tiny_config(num_hidden_layers=6, layer_types=[C, C, A, C, C, A], num_dense_layers=2,
-                                         tie_word_embeddings=False, conv_L_cache=4),
-    "dense-gqa": tiny_config(model_type="lfm2", layer_types=[C, A, C, A]),
-    "dense-convbias-mqa": tiny_config(model_type="lfm2", conv_bias=True, num_key_value_heads=1,
-                                      layer_types=[A, C, C, A]),
-}
+CONFIGS = PARITY_CONFIGS  # the config matrix, shared with the fast path's tests (test_fast.py)
 MAX_LOGIT_DIFF = 1e-4
 
 
