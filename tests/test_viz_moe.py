@@ -87,6 +87,8 @@ def test_explorer_routes_the_typed_text_at_the_chosen_layer():
     cap = Capture("layers.3.moe.selected")
     model(torch.tensor([ids]), capture=cap)
     assert np.array_equal(widget.state["data"].selected, cap["layers.3.moe.selected"][0].numpy())
+    text.value = "x" * 70  # too long: cut, and it says so
+    assert len(widget.state["data"].tokens) == 64 and "first 64 of 70 tokens" in widget.children[1].children[1].value
     text.value = ""  # no tokens: a note, no figure
     assert widget.state["data"] is None
     plt.close("all")

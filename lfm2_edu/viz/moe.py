@@ -100,6 +100,9 @@ def plot_router_scores(tokens: list[str], scores, selected, weights, expert_bias
     return data, fig
 
 
+EXPLORER_MAX_TOKENS = 64  # one heatmap row per token: a longer text is cut, and the explorer says so
+
+
 @torch.no_grad()
 def router_explorer(model, tokenizer, text: str):
     """A widget: type a text, choose a MoE layer, see the router's scores and choices for each of
@@ -120,6 +123,9 @@ def router_explorer(model, tokenizer, text: str):
 
     def route(_=None) -> None:  # one forward pass per text; switching layers only redraws
         ids = tokenizer.encode(box.value)
+        state["cut"] = len(ids) > EXPLORER_MAX_TOKENS
+        note.value = (f"(the first {EXPLORER_MAX_TOKENS} of {len(ids)} tokens) " if state["cut"] else "") + dense_note
+        ids = ids[:EXPLORER_MAX_TOKENS]
         state.update(ids=ids, tokens=tokenizer.tokens(ids, visible_whitespace=True))
         if ids:
             cap = Capture("layers.*.moe.scores", "layers.*.moe.selected", "layers.*.moe.weights")
@@ -144,11 +150,12 @@ def router_explorer(model, tokenizer, text: str):
             display(fig)
             plt.close(fig)
 
+    dense = cfg.dense_layers
+    dense_note = f"Layers {html.escape(str(dense))} are dense (no router)." if dense else ""
+    note = widgets.HTML(dense_note)
     box.observe(route, names="value")
     choice.observe(draw, names="value")
     route()
-    dense = cfg.dense_layers
-    note = widgets.HTML(f"Layers {html.escape(str(dense))} are dense (no router)." if dense else "")
     widget = widgets.VBox([box, widgets.HBox([choice, note]), out])
     widget.state = state
     return widget
