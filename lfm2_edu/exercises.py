@@ -270,7 +270,7 @@ def _tensor_difference(answer: Any, expected: Any, atol: float | None, rtol: flo
         if atol is None:
             raise TypeError("check: comparing floats needs a stated tolerance: pass atol= (and rtol=) for this dtype")
         a64, e64 = a.double(), e.double()
-        bad = ~((a64 - e64).abs() <= atol + rtol * e64.abs()) & ~(a64.isnan() & e64.isnan())  # NaN: differs
+        bad = ~((a64 - e64).abs() <= atol + rtol * e64.abs()) & ~(a64.isnan() & e64.isnan()) & (a64 != e64)  # equal infinities agree
         how = f"within the tolerance {_tol(atol, rtol)}"
     else:
         bad = a != e

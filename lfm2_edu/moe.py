@@ -8,9 +8,10 @@ Per token x (size H), with E experts of which k are used:
     w      = w / (sum(w) + 1e-6)            # if norm_topk_prob
     w      = w * routed_scaling_factor
     y      = sum_j w_j * expert_{chosen_j}(x)   # each expert a SwiGLU of width moe_intermediate_size
-No shared expert, no capacity limit, no auxiliary loss. `expert_bias` is a buffer, not a
-trained weight: during training it is nudged up for underloaded experts and down for overloaded
-ones (DeepSeek-V3's auxiliary-loss-free balancing). It is kept in fp32 whatever the model's dtype.
+No shared expert, no capacity limit, no auxiliary loss in the forward pass. `expert_bias` is a
+buffer, not a trained weight, kept in fp32 whatever the model's dtype. How LFM2-MoE trained it is
+not published; by analogy with DeepSeek-V3's auxiliary-loss-free balancing (Wang et al. 2024) it is
+assumed to be nudged up for underloaded experts and down for overloaded ones (train.py does so).
 """
 
 from __future__ import annotations

@@ -938,26 +938,7 @@ def expert_profile(token_ids: dict[str, torch.Tensor], selected: dict[str, torch
 
 
 def stand_in_model(vocab_size: int, seed: int = 0):
-    """A small LFM2-MoE with random weights and random expert_bias (one dense layer, then 3 MoE
-    layers of 8 experts, top-2): what the routing chapters analyse when a checkpoint has no MoE
-    layer. Its mechanics are those of any LFM2-MoE; its choices mean nothing."""
-    from .config import LFM2Config
-    from .model import LFM2Model
+    """course.stand_in_model, the one stand-in LFM2-MoE (kept here for the callers of routing)."""
+    from .course import stand_in_model as one_stand_in
 
-    config = LFM2Config(model_type="lfm2_moe", vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4,
-                        num_attention_heads=4, num_key_value_heads=2,
-                        layer_types=["conv", "conv", "full_attention", "conv"], intermediate_size=128,
-                        num_dense_layers=1, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
-                        use_expert_bias=True, max_position_embeddings=2048)
-    generator = torch.Generator().manual_seed(seed)
-    model = LFM2Model(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
-        for name, b in model.named_buffers():
-            if name.endswith("expert_bias"):
-                b.copy_(0.05 * torch.randn(b.shape, generator=generator))
-    return model
+    return one_stand_in(vocab_size, seed)

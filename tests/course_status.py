@@ -11,9 +11,4 @@ NOT_YET_CONVERTED = {
     "03_rmsnorm_and_rope",
     "04_short_convolution",
     "05_grouped_query_attention",
-    "06_mixture_of_experts",
-    "07_the_whole_model",
-    "08_generation_and_cache",
-    "09_routing_token_by_token",
-    "11_what_the_experts_learn",
 }

@@ -89,7 +89,7 @@ def test_one_stand_in_moe_for_every_chapter():
     bias = model.layers[1].feed_forward.expert_bias
     assert bias.abs().min() > 0 and torch.equal(course.stand_in_model(300).layers[1].feed_forward.expert_bias, bias)
     assert model(torch.tensor([[1, 299, 5]])).logits.shape == (1, 3, 300)
-    # routing.stand_in_model (chapters 09, 11) is the same model until it calls this one
+    # routing.stand_in_model is this one
     theirs = routing.stand_in_model(300).state_dict()
     assert all(torch.equal(t, theirs[name]) for name, t in model.state_dict().items())
     with pytest.raises(ValueError, match="vocab_size: expected a positive integer, found 0"):

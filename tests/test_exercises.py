@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lfm2_edu import course, exercises, routing
+from lfm2_edu import LFM2Config, course, exercises, routing
 from lfm2_edu.exercises import EXERCISES, Expected, check, check_exercise, difference, exercise
 
 
@@ -39,6 +39,7 @@ RIGHT = [  # (answer, expected, tolerance)
     ([4, 2.5], (4, 2.5), dict(atol=1e-4)),
     ({"a": 1, "b": torch.ones(2)}, {"b": torch.ones(2), "a": 1}, dict(atol=0)),
     (torch.tensor(2.0), 2.0, dict(atol=course.Tolerance(torch.float32, 1e-6, "stated"))),
+    (torch.tensor([0.5, -math.inf]), torch.tensor([0.5, -math.inf]), dict(atol=1e-6)),  # filtered logits: -inf agrees
 ]
 
 
@@ -71,6 +72,8 @@ WRONG = [  # (answer, expected, tolerance, what the message must name)
     (torch.tensor([[0, 1], [5, 3]]), torch.tensor([[0, 1], [2, 3]]), {},
      r"1 of 4 values differ \(exactly\); the first at index \(1, 0\), where yours is 5"),
     (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0]), dict(atol=1), r"the first at index 1, where yours is nan"),
+    (torch.tensor([1.0, 2.0]), torch.tensor([1.0, -math.inf]), dict(atol=1), r"the first at index 1, where yours is 2"),
+    (torch.tensor([math.inf, 2.0]), torch.tensor([-math.inf, 2.0]), dict(atol=1), r"the first at index 0, where yours is inf"),
     ("a tensor", torch.zeros(2), dict(atol=1), r"expected a tensor \(or a list of numbers\) of shape \(2,\), found a str"),
     ((4, 2.6), (4, 2.5), dict(atol=1e-4), r"item 1: 2\.6 is not within the tolerance"),
     ((4,), (4, 2.5), dict(atol=1e-4), r"expected 2 items, found 1"),
@@ -301,21 +304,25 @@ def test_chapter_10_answers(capsys):
 def test_chapter_11_answers(capsys):
     E, k, layer = 8, 2, 3
     g = torch.Generator().manual_seed(0)
-    selected = torch.rand(500, E, generator=g).topk(k, dim=-1).indices  # (N, k)
-    spec = {layer: routing.domain_specialisation({"arithmetic": selected, "prose": selected.flip(0)}, E)}
-    coact = {layer: routing.coactivation(selected, E)}
+    tables = {d: torch.rand(4, 25, E, generator=g).topk(k, dim=-1).indices for d in ("arithmetic", "prose")}  # (N, T, k)
+    spec = {layer: routing.domain_specialisation(tables, E)}
     share = spec[layer]["arithmetic"]
-    assert check_exercise("11.1", (int(share.argmax()), float(share.max()) * E / k), spec=spec, layer=layer,
-                          num_experts=E, k=k)
-    assert not check_exercise("11.1", (int(share.argmin()), float(share.max()) * E / k), spec=spec, layer=layer,
-                              num_experts=E, k=k)
-    assert check_exercise("11.2", k - 1, coact=coact, layer=layer)
-    assert not check_exercise("11.2", k, coact=coact, layer=layer)
-    pairs = torch.rand(100_000, 2, E, generator=g).topk(k, dim=-1).indices  # the chapter's simulation
-    simulated = float((pairs[:, 0, :, None] == pairs[:, 1, None, :]).any(-1).any(-1).float().mean())
-    assert check_exercise("11.3", simulated, num_experts=E, k=k)
-    assert not check_exercise("11.3", k / E, num_experts=E, k=k)  # the first-choice baseline, not "any"
-    assert math.isclose(routing.consecutive_baseline(E, k)["any"], 1 - math.comb(E - k, k) / math.comb(E, k))
+    context = dict(spec=spec, layer=layer, domain="arithmetic", num_experts=E, k=k)
+    assert check_exercise("11.1", (int(share.argmin()), float(share.min()) * E / k), **context)
+    assert not check_exercise("11.1", (int(share.argmax()), float(share.max()) * E / k), **context)  # the most visited
+    selected = {d: {layer: t} for d, t in tables.items()}
+    assert check_exercise("11.2", lambda sel: float((sel[:, 1:, 0] == sel[:, :-1, 0]).float().mean()),
+                          selected=selected, layer=layer)
+    assert not check_exercise("11.2", lambda sel: float((sel[..., 0].reshape(-1)[1:] == sel[..., 0].reshape(-1)[:-1])
+                                                        .float().mean()), selected=selected, layer=layer)  # across windows
+    big = LFM2Config()
+    assert check_exercise("11.3", 1 - math.comb(28, 4) / math.comb(32, 4), config=big)
+    assert not check_exercise("11.3", 4 / 32, config=big)  # one given expert, not "any"
+    halves = {"a": tables["arithmetic"][:2], "b": tables["arithmetic"][2:]}
+    assert check_exercise("11.4", routing.domain_information(halves, E), selected=selected, layer=layer,
+                          domain="arithmetic", num_experts=E)
+    assert not check_exercise("11.4", routing.domain_information(tables, E) + 0.5, selected=selected, layer=layer,
+                              domain="arithmetic", num_experts=E)
 
 
 def test_every_registered_exercise_belongs_to_a_chapter():

@@ -66,9 +66,29 @@ def test_router_figure_without_bias_and_bad_shapes():
 def test_explorer_lists_the_moe_layers_and_says_when_there_are_none():
     model = random_model(tiny_config())  # layer 0 dense, layers 1-3 MoE
     box = router_explorer(model, FakeTokenizer(), "abc de")
-    dropdown = box.children[0].children[0]
+    dropdown = box.children[1].children[0]
     assert [value for _, value in dropdown.options] == [1, 2, 3]
-    assert "[0]" in box.children[0].children[1].value  # the dense layer is named
+    assert "[0]" in box.children[1].children[1].value  # the dense layer is named
     dense = random_model(tiny_config(model_type="lfm2"))
     assert "no MoE layer" in router_explorer(dense, FakeTokenizer(), "abc").value
+    plt.close("all")
+
+
+def test_explorer_routes_the_typed_text_at_the_chosen_layer():
+    model = random_model(tiny_config())
+    tok = FakeTokenizer()
+    widget = router_explorer(model, tok, "abc de")
+    text, dropdown = widget.children[0], widget.children[1].children[0]
+    assert widget.state["tokens"] == tok.tokens(tok.encode("abc de")) and widget.state["layer"] == 1
+    text.value = "a longer text"  # typing re-routes: the figure shows the new tokens
+    ids = tok.encode("a longer text")
+    assert widget.state["data"].tokens == tok.tokens(ids)
+    dropdown.value = 3  # another layer: that layer's own routing, as the model computes it
+    cap = Capture("layers.3.moe.selected")
+    model(torch.tensor([ids]), capture=cap)
+    assert np.array_equal(widget.state["data"].selected, cap["layers.3.moe.selected"][0].numpy())
+    text.value = "x" * 70  # too long: cut, and it says so
+    assert len(widget.state["data"].tokens) == 64 and "first 64 of 70 tokens" in widget.children[1].children[1].value
+    text.value = ""  # no tokens: a note, no figure
+    assert widget.state["data"] is None
     plt.close("all")

@@ -74,7 +74,7 @@ def test_token_scores_figure(routed):
     assert np.allclose(data.scores, view["scores"][4].numpy())
     assert np.allclose(data.selection_scores, view["selection_scores"][4].numpy())
     assert data.selected.tolist() == view["selected"][4].tolist()
-    assert data.entropy == pytest.approx(float(R.router_entropy(view["scores"][4])))
+    assert data.override == pytest.approx(float(R.bias_override(view["scores"][4], view["selected"][4])))
     assert data.margin == pytest.approx(float(R.selection_margin(view["selection_scores"][4], 2)))
     ax = fig.axes[0]
     chosen = [p for p in ax.patches if to_hex(p.get_facecolor()) == to_hex(style.HIGHLIGHT)]

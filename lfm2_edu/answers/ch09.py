@@ -28,3 +28,10 @@ def _mixing_weights_of_the_last_token(table, config) -> torch.Tensor:
 def _first_choice_moved_by_the_bias(table) -> int:
     v = table.layer(table.layers[-1])
     return int((v["scores"].argmax(-1) != v["selected"][:, 0]).sum())
+
+
+# KL of two runs of the same tokens: exactly 0 when nothing changes; 1e-6 allows a non-deterministic backend.
+@exercise("09.4", atol=1e-6)
+def _kl_of_rerouting_no_token(model, sequences) -> float:
+    effect = routing.intervention_effect(model, sequences, lambda: routing.random_rerouting(model, 0.0))
+    return float(effect["kl"].mean())

@@ -1,7 +1,7 @@
 """Figures for the MoE layer (chapter 06): what the router scores and chooses, token by token.
 
     data, fig = plot_router_scores(tokens, scores, selected, weights, expert_bias)
-    widget = router_explorer(model, tokenizer, text)     # pick a MoE layer, see its heatmap
+    widget = router_explorer(model, tokenizer, text)     # type a text, pick a MoE layer, see its heatmap
 """
 
 from __future__ import annotations
@@ -100,9 +100,13 @@ def plot_router_scores(tokens: list[str], scores, selected, weights, expert_bias
     return data, fig
 
 
+EXPLORER_MAX_TOKENS = 64  # one heatmap row per token: a longer text is cut, and the explorer says so
+
+
 @torch.no_grad()
 def router_explorer(model, tokenizer, text: str):
-    """A widget: choose a MoE layer, see the router's scores and choices for each token of `text`."""
+    """A widget: type a text, choose a MoE layer, see the router's scores and choices for each of
+    its tokens. `widget.state` holds what it shows (the tokens, the layer, the figure's data)."""
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -110,29 +114,51 @@ def router_explorer(model, tokenizer, text: str):
     moe_layers = cfg.moe_layers
     if not moe_layers:
         return widgets.HTML(f"<b>{html.escape(cfg.model_type)}</b>: no MoE layer in this model, so no router to explore.")
-    ids = tokenizer.encode(text)
-    tokens = tokenizer.tokens(ids, visible_whitespace=True)
-    cap = Capture("layers.*.moe.scores", "layers.*.moe.selected", "layers.*.moe.weights")
-    model(torch.tensor([ids], device=model.device), capture=cap)
+    box = widgets.Textarea(value=text, continuous_update=False, description="text",
+                           layout=widgets.Layout(width="95%", height="4.5em"))
     options = [(f"layer {i} ({'attention' if cfg.is_attention_layer(i) else 'conv'} + MoE)", i) for i in moe_layers]
     choice = widgets.Dropdown(options=options, value=moe_layers[0], description="MoE layer")
     out = widgets.Output()
+    state: dict = {}
 
-    def draw(change=None) -> None:
+    def route(_=None) -> None:  # one forward pass per text; switching layers only redraws
+        ids = tokenizer.encode(box.value)
+        state["cut"] = len(ids) > EXPLORER_MAX_TOKENS
+        note.value = (f"(the first {EXPLORER_MAX_TOKENS} of {len(ids)} tokens) " if state["cut"] else "") + dense_note
+        ids = ids[:EXPLORER_MAX_TOKENS]
+        state.update(ids=ids, tokens=tokenizer.tokens(ids, visible_whitespace=True))
+        if ids:
+            cap = Capture("layers.*.moe.scores", "layers.*.moe.selected", "layers.*.moe.weights")
+            model(torch.tensor([ids], device=model.device), capture=cap)
+            state["capture"] = cap
+        draw()
+
+    def draw(_=None) -> None:
         i = choice.value
-        bias = model.layers[i].feed_forward.expert_bias
+        state["layer"] = i
         with out:
             out.clear_output(wait=True)
-            _, fig = plot_router_scores(tokens, cap[f"layers.{i}.moe.scores"][0], cap[f"layers.{i}.moe.selected"][0],
-                                        cap[f"layers.{i}.moe.weights"][0], bias, title=f"Router of layer {i}")
+            if not state["ids"]:
+                state["data"] = None
+                display(widgets.HTML("<i>Type some text.</i>"))
+                return
+            cap = state["capture"]
+            state["data"], fig = plot_router_scores(
+                state["tokens"], cap[f"layers.{i}.moe.scores"][0], cap[f"layers.{i}.moe.selected"][0],
+                cap[f"layers.{i}.moe.weights"][0], model.layers[i].feed_forward.expert_bias,
+                title=f"Router of layer {i}")
             display(fig)
             plt.close(fig)
 
-    choice.observe(draw, names="value")
-    draw()
     dense = cfg.dense_layers
-    note = widgets.HTML(f"Layers {html.escape(str(dense))} are dense (no router)." if dense else "")
-    return widgets.VBox([widgets.HBox([choice, note]), out])
+    dense_note = f"Layers {html.escape(str(dense))} are dense (no router)." if dense else ""
+    note = widgets.HTML(dense_note)
+    box.observe(route, names="value")
+    choice.observe(draw, names="value")
+    route()
+    widget = widgets.VBox([box, widgets.HBox([choice, note]), out])
+    widget.state = state
+    return widget
 
 
 __all__ = ["RouterScores", "plot_router_scores", "router_explorer", "weight_label"]

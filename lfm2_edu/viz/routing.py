@@ -113,17 +113,17 @@ class TokenScores:
     selection_scores: np.ndarray  # (E,) scores + expert_bias
     selected: np.ndarray  # (k,) chosen experts, best first
     weights: np.ndarray  # (k,) their mixing weights
-    entropy: float  # normalised router entropy of the scores
     margin: float  # k-th minus (k+1)-th selection score
+    override: float  # unbiased score the bias traded away here (routing.bias_override); 0: it changed nothing
 
 
 def token_scores(view: dict, t: int, token: str, layer: int) -> TokenScores:
-    """Token t of a `RouteTable.layer(i)` view, with its entropy and margin."""
+    """Token t of a `RouteTable.layer(i)` view, with its margin and bias override."""
     k = view["selected"].shape[-1]
     return TokenScores(token, layer, _numpy(view["scores"][t]), _numpy(view["selection_scores"][t]),
                        _numpy(view["selected"][t]).astype(int), _numpy(view["weights"][t]),
-                       float(routing.router_entropy(view["scores"][t])),
-                       float(routing.selection_margin(view["selection_scores"][t], k)))
+                       float(routing.selection_margin(view["selection_scores"][t], k)),
+                       float(routing.bias_override(view["scores"][t], view["selected"][t])))
 
 
 @style.figure
@@ -150,7 +150,7 @@ def plot_token_scores(view: dict, t: int, token: str, layer: int, dpi: int = 90)
     ax.set_ylabel("score")
     ax.set_ylim(min(0.0, float(data.selection_scores.min())), 1.15 * max(float(data.scores.max()),
                                                                          float(data.selection_scores.max())))
-    ax.set_title(f"Layer {layer}, token {token!r}:\nentropy {data.entropy:.3f}, margin {data.margin:.4f}")
+    ax.set_title(f"Layer {layer}, token {token!r}:\nmargin {data.margin:.4f}, bias override {data.override:.4f}")
     handles = [Patch(color=DENSE_COLOUR, label="score s, not chosen"),
                Patch(color=style.HIGHLIGHT, label="score s, chosen\n(label: mixing weight)"),
                Line2D([], [], color=style.INK, marker="o", ls="", label="selection score\ns + bias (chooses)"),
@@ -256,7 +256,7 @@ def routing_html(table: routing.RouteTable, layer: int | None = None, token: int
 def route_explorer(model, tokenizer, text: str, layer: int | None = None, token: int | None = None):
     """A widget: type a text, pick a layer and a token. Shows the text coloured by first-choice
     expert (its id printed after each token) in every layer, the token's scores and selection scores at the picked layer, its
-    entropy and margin, and what zeroing that layer's expert_bias changes. Built on
+    margin and bias override, and what zeroing that layer's expert_bias changes. Built on
     lfm2_edu.routing.route_tokens (the data `lfm2-edu route` prints)."""
     import ipywidgets as widgets
     from IPython.display import display
@@ -312,7 +312,7 @@ def route_explorer(model, tokenizer, text: str, layer: int | None = None, token:
         ab = state["ablations"][i]
         experts = ", ".join(f"{e} (w={w:.2f})" for e, w in zip(data.selected, data.weights))
         lines = [f"<b>{html.escape(repr(table.tokens[t]))}</b> at layer {i}: experts {experts}; "
-                 f"router entropy {data.entropy:.3f}; margin {data.margin:.4f}"]
+                 f"margin {data.margin:.4f}; bias override {data.override:.4f}"]
         if not ab["has_bias"]:
             lines.append("This model has no expert_bias (use_expert_bias is False): nothing to zero.")
         else:
@@ -607,6 +607,8 @@ def plot_model_comparison(layers: list[int], values: dict[str, dict[str, list[fl
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 if lab not in labels:
                     handles, labels = handles + [h], labels + [lab]
+        order = sorted(range(len(labels)), key=lambda n: labels[n] not in models)  # the models first, as drawn
+        handles, labels = [handles[n] for n in order], [labels[n] for n in order]
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
