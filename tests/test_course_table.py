@@ -62,7 +62,8 @@ def test_a_chapter_without_header_or_timestamps(tmp_path):
                                                    code("print(1)")])
     c = course_table.read_chapter(path)
     assert (c.title, c.minutes, c.seconds, c.exercises, c.explorers) == ("The whole model", None, None, 0, [])
-    assert course_table.table([c]).splitlines()[2] == "| 07 | The whole model | no header yet | not timed | 8 | 0 | none |"  # "#", "07", "·", 3 title words, 2 more
+    words = 8  # "#", "07", "·", three title words, two more
+    assert course_table.table([c]).splitlines()[2] == f"| 07 | The whole model | no header yet | not timed | {words} | 0 | none |"
 
 
 def test_write_puts_the_table_between_the_markers_only(tmp_path):
@@ -90,7 +91,8 @@ def test_bad_input_is_named(tmp_path, capsys):
     (tmp_path / "03_broken.ipynb").write_text("{not json")
     with pytest.raises(ValueError, match="03_broken.ipynb: expected a notebook"):
         course_table.read_chapter(tmp_path / "03_broken.ipynb")
-    path = write(tmp_path, "04_odd", [markdown("# 04 · Odd"), code("def (:\n", "2026-01-01T10:00:00Z", "2026-01-01T10:00:01Z")])
+    odd = code("def (:\n", "2026-01-01T10:00:00Z", "2026-01-01T10:00:01Z")
+    path = write(tmp_path, "04_odd", [markdown("# 04 · Odd"), odd])
     assert course_table.read_chapter(path).seconds == 1.0  # timed all the same
     assert "04_odd.ipynb, cell 1: a code cell: expected Python" in capsys.readouterr().err
     with pytest.raises(SystemExit):
