@@ -63,7 +63,8 @@ def test_a_chapter_without_header_or_timestamps(tmp_path):
     c = course_table.read_chapter(path)
     assert (c.title, c.minutes, c.seconds, c.exercises, c.explorers) == ("The whole model", None, None, 0, [])
     words = 8  # "#", "07", "·", three title words, two more
-    assert course_table.table([c]).splitlines()[2] == f"| 07 | The whole model | no header yet | not timed | {words} | 0 | none |"
+    row = course_table.table([c]).splitlines()[2]
+    assert row == f"| 07 | The whole model | no header yet | not timed | {words} | 0 | none |"
 
 
 def test_write_puts_the_table_between_the_markers_only(tmp_path):
