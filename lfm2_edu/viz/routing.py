@@ -602,12 +602,12 @@ def plot_model_comparison(layers: list[int], values: dict[str, dict[str, list[fl
     for ax in axes[-1]:
         ax.set_xlabel("MoE layer")
     if metrics:
-        handles, labels = [], []
+        entries = {}
         for ax in axes.flat:  # every entry once, the baseline too (drawn in some panels only)
             for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles, labels = handles + [h], labels + [lab]
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+                entries.setdefault(lab, h)
+        labels = sorted(entries, key=lambda lab: models.index(lab) if lab in models else len(models))  # models in order
+        fig.legend([entries[lab] for lab in labels], labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     return data, fig
