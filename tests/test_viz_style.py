@@ -96,7 +96,7 @@ EXAMPLES = {
     "norm_rope.rope_rotation": lambda s, p: norm_rope.rope_rotation(64, 1e6, 64),
     "conv.conv_weights": lambda s, p: conv.conv_weights(s[1]),
     "conv.conv_gates": lambda s, p: conv.conv_gates(s[3], 0, [f"t{i}" for i in s[2]]),
-    "conv.plot_conv_token": lambda s, p: conv.plot_conv_token(conv.conv_token_view(s[3], 0, 3), 0, "t3"),
+    "conv.plot_conv_token": lambda s, p: (None, conv.plot_conv_token(conv.conv_token_view(s[3], 0, 3), 0, "t3")),
     "attention.head_mapping": lambda s, p: attention.head_mapping(32, 8),
     "attention.attention_heads": lambda s, p: attention.attention_heads(
         s[3]["layers.1.attn.probs"][0], [f"token{i}" for i in s[2]], 2, 1),
