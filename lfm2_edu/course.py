@@ -8,8 +8,10 @@ The chapters run on the small LFM2-MoE that ships with the package, in fp32, unl
                                                           # bf16 for checkpoints over 4 GB
 
 or by setting `lfm2_edu.course.MODEL` / `DTYPE` before calling `load()`. Figures go to the
-repository's `figures/` folder for the shipped model, to `figures/<checkpoint name>/` for any
-other, or to the folder named by LFM2_EDU_FIGURES.
+repository's `figures/` folder for the shipped model in its default dtype, to
+`figures/<checkpoint name>/` for any other checkpoint or dtype, or to the folder named by
+LFM2_EDU_FIGURES; each as PNG and SVG (see lfm2_edu.figures, the index). Where the package is
+installed without its repository (Colab), `figures/` is in the working folder.
 
 Also here: `chapter_header` (every chapter's first cell), `load_reference` (transformers' model
 of the same checkpoint, or why not), `stand_in_model` (a random LFM2-MoE for checkpoints without
@@ -38,6 +40,7 @@ MODEL: str | None = None  # set to override the environment variable
 DTYPE: torch.dtype | None = None  # set to override LFM2_EDU_DTYPE
 CHAPTER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 REPO_FIGURES = Path(__file__).resolve().parent.parent / "figures"
+IN_REPOSITORY = (REPO_FIGURES.parent / "pyproject.toml").is_file()  # not when installed from a wheel
 LARGE_CHECKPOINT_BYTES = 4 * 10**9  # above this, chapters load in bf16 (fp32 would double it)
 
 
@@ -69,6 +72,11 @@ def chapter_dtype(source: str | None = None) -> torch.dtype:
         if name not in CHAPTER_DTYPES:
             raise ValueError(f"{DTYPE_ENV}: expected one of {list(CHAPTER_DTYPES)}, found {name!r}")
         return CHAPTER_DTYPES[name]
+    return default_dtype(source)
+
+
+def default_dtype(source: str | None = None) -> torch.dtype:
+    """The chapters' dtype for a checkpoint when nothing chooses one: fp32, bf16 over 4 GB."""
     folder = resolve_checkpoint(source or model_source())
     return torch.bfloat16 if checkpoint_bytes(folder) > LARGE_CHECKPOINT_BYTES else torch.float32
 
@@ -377,18 +385,33 @@ def _name(dtype: torch.dtype) -> str:
 
 
 def figures_dir() -> Path:
+    """Where the chapters save their figures: $LFM2_EDU_FIGURES if set; else figures/ for the
+    shipped model in its default dtype (the committed figures); else a subfolder named for the
+    checkpoint, and for the dtype when it is not the checkpoint's default, such as
+    figures/LFM2-8B-A1B/ or figures/tiny-lfm2-moe-bf16/, so no other run overwrites them."""
     if os.environ.get(FIGURES_ENV):
         folder = Path(os.environ[FIGURES_ENV])
-    elif is_shipped():
-        folder = REPO_FIGURES
     else:
-        folder = REPO_FIGURES / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_source()).name or "other")
+        base = REPO_FIGURES if IN_REPOSITORY else Path.cwd() / "figures"
+        source, dtype = model_source(), chapter_dtype()
+        own_dtype = dtype == default_dtype(source)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name or "other") + ("" if own_dtype else f"-{_name(dtype)}")
+        folder = base if is_shipped() and own_dtype else base / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def save_figure(fig, name: str) -> Path:
-    """Save a matplotlib figure as figures/<name>.png (name: chapter number and what it shows)."""
-    path = figures_dir() / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return path
+    """Save a matplotlib figure as figures/<name>.png and figures/<name>.svg side by side (name:
+    chapter number and what it shows, as in the registry lfm2_edu.figures). Returns the PNG's path.
+
+    Both files are the same on every run (no dates, SVG ids seeded by the name), so re-running a
+    chapter leaves them unchanged unless the figure changed."""
+    import matplotlib.pyplot as plt
+
+    folder = figures_dir()
+    png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+    fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    with plt.rc_context({"svg.hashsalt": name}):
+        fig.savefig(svg, bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    return png

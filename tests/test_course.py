@@ -245,3 +245,49 @@ def test_a_padded_batch_gives_the_prompts_greedy_tokens_where_the_margin_is_deci
     result = compare_greedy(batched.new_ids, alone.new_ids, forced, tol)
     assert result.ok, str(result)
     assert result.compared >= 1, str(result)  # at least one position decided, or the check says nothing
+
+
+# -------------------------------------------------------------------------------- the figures
+def test_save_figure_writes_png_and_svg_the_same_each_time(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setenv(course.FIGURES_ENV, str(tmp_path))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = course.save_figure(fig, "99_test")
+    first = {p.suffix: p.read_bytes() for p in tmp_path.iterdir()}
+    course.save_figure(fig, "99_test")
+    plt.close(fig)
+    assert png == tmp_path / "99_test.png" and set(first) == {".png", ".svg"}
+    assert {p.suffix: p.read_bytes() for p in tmp_path.iterdir()} == first  # no dates, no random ids
+    assert first[".png"].startswith(b"\x89PNG") and b"<svg" in first[".svg"]
+
+
+def test_figures_go_to_the_working_folder_outside_a_checkout(tmp_path, clean_env):
+    clean_env.delenv(course.FIGURES_ENV, raising=False)
+    clean_env.setattr(course, "IN_REPOSITORY", False)  # installed from a wheel, as on Colab
+    clean_env.chdir(tmp_path)
+    assert course.figures_dir() == tmp_path / "figures"
+
+
+def test_other_checkpoints_and_dtypes_do_not_overwrite_the_committed_figures(tmp_path, clean_env):
+    """The committed figures are the shipped model's in fp32; any other run gets its own folder."""
+    clean_env.setattr(course, "REPO_FIGURES", tmp_path / "figures")
+    clean_env.setattr(course, "IN_REPOSITORY", True)
+    clean_env.delenv(course.FIGURES_ENV, raising=False)
+    big = tmp_path / "Big-Model"  # a checkpoint over 4 GB: bf16 is its default
+    big.mkdir()
+    (big / "model.safetensors.index.json").write_text('{"metadata": {"total_size": 5000000000}, "weight_map": {}}')
+    cases = [(None, None, "figures"), (None, "float32", "figures"), (None, "bfloat16", "figures/tiny-lfm2-moe-bf16"),
+             (str(big), None, "figures/Big-Model"), (str(big), "bfloat16", "figures/Big-Model"),
+             (str(big), "float32", "figures/Big-Model-fp32")]
+    for model, dtype, expected in cases:
+        for env, value in ((course.MODEL_ENV, model), (course.DTYPE_ENV, dtype)):
+            if value is None:
+                clean_env.delenv(env, raising=False)
+            else:
+                clean_env.setenv(env, value)
+        assert course.figures_dir() == tmp_path / expected, (model, dtype)

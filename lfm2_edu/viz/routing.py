@@ -602,14 +602,12 @@ def plot_model_comparison(layers: list[int], values: dict[str, dict[str, list[fl
     for ax in axes[-1]:
         ax.set_xlabel("MoE layer")
     if metrics:
-        handles, labels = [], []
+        entries = {}
         for ax in axes.flat:  # every entry once, the baseline too (drawn in some panels only)
             for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles, labels = handles + [h], labels + [lab]
-        order = sorted(range(len(labels)), key=lambda n: labels[n] not in models)  # the models first, as drawn
-        handles, labels = [handles[n] for n in order], [labels[n] for n in order]
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+                entries.setdefault(lab, h)
+        labels = sorted(entries, key=lambda lab: models.index(lab) if lab in models else len(models))  # models in order
+        fig.legend([entries[lab] for lab in labels], labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     return data, fig
@@ -624,39 +622,43 @@ __all__ = [
 
 
 # ------------------------------------------------------- controls and explorers (chapters 09-11)
+@style.figure
 def plot_token_margins(tokens: list[str], layers: list[int], margin, override) -> tuple[dict, plt.Figure]:
-    """Two heatmaps, MoE layer x token: the margin (k-th minus (k+1)-th selection score; dark: a
-    near tie for the last seat) and the bias override (unbiased score the bias traded away; 0: the
-    bias changed nothing). Unlike the router entropy, both vary from token to token; the data
-    holds their spread (routing.quantiles)."""
+    """How close each routing was and what the bias overrode: two heatmaps, MoE layer x token, of
+    the margin (k-th minus (k+1)-th selection score; dark: a near tie for the last seat) and the
+    bias override (unbiased score the bias traded away; 0: the bias changed nothing). Unlike the
+    router entropy, both vary from token to token; the data holds their spread (routing.quantiles)."""
     data = {"tokens": list(tokens), "layers": list(layers), "margin": _numpy(margin), "override": _numpy(override)}
     T, L = len(tokens), len(layers)
     if data["margin"].shape != (L, T) or data["override"].shape != (L, T):
         raise ValueError(f"plot_token_margins: expected (layers, tokens) = {(L, T)} arrays, found "
                          f"{data['margin'].shape} and {data['override'].shape}")
     data["spread"] = {key: routing.quantiles(torch.as_tensor(data[key])) for key in ("margin", "override")}
-    fig, axes = plt.subplots(2, 1, figsize=(min(18.0, 3 + 0.32 * T), 2.4 + 0.6 * L), dpi=90, sharex=True)
-    for ax, key, cmap, label in ((axes[0], "margin", "viridis", "margin"),
-                                 (axes[1], "override", "cividis", "score overridden")):
-        im = ax.imshow(data[key], aspect="auto", cmap=cmap, interpolation="nearest")
-        ax.set_yticks(range(L))
-        ax.set_yticklabels([f"L{i}" for i in layers], fontsize=12)
-        ax.set_ylabel("MoE layer", fontsize=12)
+    col, ticks = _token_axis(T)
+    label_h = style.CHAR_INCHES * max(map(len, tokens), default=1)  # the rotated tokens below
+    fig, axes = plt.subplots(2, 1, figsize=(col * T + 3.0, 1.9 + 2 * 0.27 * max(2, L) + label_h), sharex=True)
+    for ax, key, label in ((axes[0], "margin", "margin"), (axes[1], "override", "score overridden")):
+        im = ax.imshow(data[key], aspect="auto", cmap=style.SEQUENTIAL, vmin=0.0, interpolation="nearest")
+        ax.set_yticks(range(L), [f"L{i}" for i in layers])
+        ax.set_ylabel("MoE layer")
         fig.colorbar(im, ax=ax, label=label, fraction=0.025, pad=0.01)
-    axes[1].set_xticks(range(T))
-    axes[1].set_xticklabels(tokens, rotation=90, fontsize=12, family="DejaVu Sans Mono")
+    axes[1].set_xticks(ticks, [tokens[t] for t in ticks], rotation=90, family=style.MONO)
     m, o = data["spread"]["margin"], data["spread"]["override"]
-    axes[0].set_title(f"Margin: k-th minus (k+1)-th selection score (dark: a near tie); "
-                      f"10-90%: {m['p10']:.3f}-{m['p90']:.3f}", fontsize=12)
-    axes[1].set_title(f"Bias override: sum of the top-k scores minus the chosen experts' (0: bias changed nothing); "
-                      f"10-90%: {o['p10']:.3f}-{o['p90']:.3f}", fontsize=12)
+    axes[0].set_title(f"Margin, k-th minus (k+1)-th selection score (dark: a near tie); 10-90%: "
+                      f"{m['p10']:.3f} to {m['p90']:.3f}")
+    axes[1].set_title(f"Score the bias overrode (0: it changed nothing); 10-90%: {o['p10']:.3f} to {o['p90']:.3f}")
     return data, fig
 
 
+RANDOM_HATCH = "//"  # random re-routing: hatched, so that it is not told from the bias by hue alone
+
+
+@style.figure
 def plot_rerouting_control(control: dict) -> tuple[dict, plt.Figure]:
     """Zeroing expert_bias against re-routing the same direct share of tokens at random
     (routing.rerouting_control): per layer the share of tokens re-routed, then the mean next-token
-    KL and the share of positions whose most likely next token changes, one bar per random seed."""
+    KL and the share of positions whose most likely next token changes, one bar per random seed
+    (hatched)."""
     layers = sorted(control["share"])
     bias, rand = control["bias_zeroed"], control["random"]
     data = {"layers": layers, "direct_share": [control["share"][i] for i in layers], "mode": control["mode"],
@@ -666,70 +668,74 @@ def plot_rerouting_control(control: dict) -> tuple[dict, plt.Figure]:
             "kl_mean": {"bias zeroed": bias["kl_mean"], "random": [r["kl_mean"] for r in rand]},
             "top1_changed": {"bias zeroed": bias["top1_changed"], "random": [r["top1_changed"] for r in rand]},
             "seeds": [r["seed"] for r in rand]}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=90, gridspec_kw={"width_ratios": [2, 1, 1]})
+    zeroed, random_ = style.CATEGORICAL[0], style.CATEGORICAL[1]
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.6), gridspec_kw={"width_ratios": [2, 1, 1]})
     x = np.arange(len(layers))
     ax = axes[0]
-    ax.bar(x - 0.2, data["rerouted"]["bias zeroed"], width=0.4, color="#0072B2", label="bias zeroed")
-    ax.bar(x + 0.2, data["rerouted"]["random"], width=0.4, color="#E69F00", hatch="//", label="random (mean of seeds)")
-    ax.scatter(x, data["direct_share"], color="black", marker="_", s=400, zorder=3, label="direct share (forced)")
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"L{i}" for i in layers], fontsize=12)
-    ax.set_ylabel("share of tokens re-routed", fontsize=12)
-    ax.set_ylim(0, 1.3)  # room for the legend above the bars
+    ax.bar(x - 0.2, data["rerouted"]["bias zeroed"], width=0.4, color=zeroed, label="bias zeroed")
+    ax.bar(x + 0.2, data["rerouted"]["random"], width=0.4, color=random_, hatch=RANDOM_HATCH, edgecolor=style.INK,
+           label="random (mean of seeds)")
+    ax.scatter(x, data["direct_share"], color=style.INK, marker="_", s=400, zorder=3, label="direct share (forced)")
+    ax.set_xticks(x, [f"L{i}" for i in layers])
+    ax.set_ylabel("share of tokens re-routed")
+    ax.set_ylim(0, 1.35)  # room for the legend above the bars
     ax.set_yticks(np.linspace(0, 1, 6))
-    ax.legend(fontsize=12, loc="upper center", ncol=3)
-    ax.set_title(f"Re-routed tokens per MoE layer ({control['tokens']} tokens)", fontsize=12)
-    names = ["bias\nzeroed"] + [f"random\nseed {s}" for s in data["seeds"]]
-    colours = ["#0072B2"] + ["#E69F00"] * len(rand)
+    ax.legend(loc="upper center", ncol=2, frameon=False)
+    ax.set_title(f"Re-routed tokens per MoE layer ({control['tokens']} tokens)")
+    names = ["bias\nzeroed"] + [f"seed\n{s}" for s in data["seeds"]]
     for ax, key, label in ((axes[1], "kl_mean", "mean KL, nats"), (axes[2], "top1_changed", "share of positions")):
         values = [data[key]["bias zeroed"], *data[key]["random"]]
-        ax.bar(range(len(values)), values, color=colours)
+        ax.bar(range(len(values)), values, color=[zeroed] + [random_] * len(rand),
+               hatch=[""] + [RANDOM_HATCH] * len(rand), edgecolor=style.INK)
         for n, v in enumerate(values):
-            ax.text(n, v, f"{v:.3f}", ha="center", va="bottom", fontsize=12)
-        ax.set_xticks(range(len(values)))
-        ax.set_xticklabels(names, fontsize=12)
-        ax.set_ylabel(label, fontsize=12)
-    axes[1].set_title("next-token distribution change", fontsize=12)
-    axes[2].set_title("most likely next token changed", fontsize=12)
-    fig.suptitle(f"Zeroing expert_bias against random re-routing of the same share ({control['mode']})", fontsize=13)
+            ax.text(n, v, f"{v:.2g}", ha="center", va="bottom")
+        ax.set_xticks(range(len(values)), names)
+        ax.set_ylabel(label)
+        ax.margins(y=0.15)  # room for the values above the bars
+    axes[1].set_title("next-token change")
+    axes[2].set_title("top next token changed")
+    fig.suptitle(f"Zeroing expert_bias against random re-routing of the same share ({control['mode']})")
     fig.tight_layout()
     return data, fig
 
 
+@style.figure
 def plot_balancing_toy(sim: dict) -> tuple[dict, plt.Figure]:
-    """routing.simulate_balancing drawn: MaxVio per step against the noise floor and the ceiling
-    E/k - 1; each expert's share of the slots at the last step; each expert's bias over the steps."""
+    """The bias update on a simulated router (routing.simulate_balancing): MaxVio per step against
+    the noise floor and the worst case E/k - 1; each expert's share of the slots at the last step
+    (its number is its position); each expert's bias over the steps, numbered at its end."""
     load = _numpy(sim["load"])  # (steps, E)
     E = load.shape[1]
     data = {"steps": list(sim["steps"]), "max_violation": list(sim["max_violation"]), "noise_floor": sim["noise_floor"],
             "ceiling": sim["ceiling"], "final_share": load[-1] / load[-1].sum(), "bias": _numpy(sim["bias"])}
-    colours = expert_colours(E)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), dpi=90)
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.4))
     ax = axes[0]
-    ax.plot(data["steps"], data["max_violation"], color="black", lw=1.2, label="MaxVio")
-    ax.axhline(data["ceiling"], color="#D55E00", ls="--", lw=1, label=f"worst, E/k-1 = {data['ceiling']:g}")
-    ax.axhline(data["noise_floor"]["p95"], color="grey", ls=":", lw=1.5,
-               label=f"noise floor (p95) = {data['noise_floor']['p95']:.2f}")
-    ax.set_xlabel("step", fontsize=12)
-    ax.set_ylabel("MaxVio", fontsize=12)
-    ax.legend(fontsize=12)
-    ax.set_title("balance per step", fontsize=12)
-    axes[1].bar(np.arange(E), data["final_share"], color=colours)
-    axes[1].axhline(1 / E, color="black", ls="--", lw=1, label="uniform 1/E")
-    axes[1].set_xticks(range(E))
-    axes[1].set_xlabel("expert", fontsize=12)
-    axes[1].set_ylabel("share of the slots", fontsize=12)
-    axes[1].legend(fontsize=12)
-    axes[1].set_title("load at the last step", fontsize=12)
+    ax.plot(data["steps"], data["max_violation"], color=style.INK, lw=1.2, label="MaxVio")
+    ax.axhline(data["ceiling"], color=style.REFERENCE, ls="--", lw=1, label=f"worst, E/k-1 = {data['ceiling']:g}")
+    ax.axhline(data["noise_floor"]["p95"], color=style.MUTED, ls=":", lw=1.5,
+               label=f"noise floor (p95) {data['noise_floor']['p95']:.2f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MaxVio")
+    ax.legend(frameon=False)
+    ax.set_title("balance per step")
+    axes[1].bar(np.arange(E), data["final_share"], color=style.CATEGORICAL[0], width=0.85)  # not green: red hues beside
+    axes[1].axhline(1 / E, color=style.REFERENCE, ls="--", lw=1, label="uniform 1/E")
+    axes[1].set_xticks(range(0, E, style.every(E, 16)))
+    axes[1].set_xlabel("expert")
+    axes[1].set_ylabel("share of the slots")
+    axes[1].legend(frameon=False)
+    axes[1].set_title("load at the last step")
+    colours = expert_colours(E)  # an aid to follow a line; the number at its end names the expert
     for e in range(E):
         axes[2].plot(data["steps"], data["bias"][:, e], color=colours[e], lw=1)
-        axes[2].annotate(str(e), (data["steps"][-1], data["bias"][-1, e]), fontsize=12, color=colours[e])
-    axes[2].set_xlabel("step", fontsize=12)
-    axes[2].set_ylabel("expert_bias", fontsize=12)
-    axes[2].set_title("bias of each expert (numbered at right)", fontsize=12)
+        axes[2].annotate(str(e), (data["steps"][-1], data["bias"][-1, e]), xytext=(3, 0), textcoords="offset points",
+                         va="center", color=style.INK)
+    axes[2].set_xlabel("step")
+    axes[2].set_ylabel("expert_bias")
+    axes[2].set_title("each expert's bias")
     st = sim["settings"]
     fig.suptitle(f"Simulated router: {E} experts, top-{st['k']}, {st['tokens']} tokens per step, skew {st['skew']:g}, "
-                 f"u = {st['rate']:g}", fontsize=13)
+                 f"u = {st['rate']:g}")
     fig.tight_layout()
     return data, fig
 
@@ -775,9 +781,13 @@ def balancing_toy(num_experts: int = 8, k: int = 2, tokens: int = 256, steps: in
     return widget
 
 
+CONTEXT_MARK = style.OKABE_ITO["yellow"]  # behind the token in an example context
+
+
 def _bar(share: float, scale: float) -> str:
     width = max(0.0, min(1.0, share / scale)) * 10
-    return f'<span style="display:inline-block;background:#0072B2;height:0.8em;width:{width:.2f}em"></span>'
+    return (f'<span style="display:inline-block;background:{style.CATEGORICAL[0]};height:0.8em;'
+            f'width:{width:.2f}em"></span>')
 
 
 def expert_html(profile: dict, tokenizer, layer: int) -> str:
@@ -802,7 +812,7 @@ def expert_html(profile: dict, tokenizer, layer: int) -> str:
     rows.append("<br><b>example contexts</b> (a random sample of its tokens):<div style='font-family:monospace;"
                 "white-space:pre'>")
     for c in profile["contexts"]:
-        rows.append(f"{html.escape(c['domain']):>10} │ {text(c['before'])}<b style='background:#F0E442'>"
+        rows.append(f"{html.escape(c['domain']):>10} │ {text(c['before'])}<b style='background:{CONTEXT_MARK}'>"
                     f"{text([c['token']])}</b>{text(c['after'])}   (experts {', '.join(map(str, c['experts']))})")
     rows.append("</div>")
     return "\n".join(rows)

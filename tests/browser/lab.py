@@ -36,13 +36,16 @@ CHAPTERS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 STARTUP = Path(__file__).with_name("kernel_startup.py")
 CHROMIUM_ENV = "LFM2_EDU_CHROMIUM"
 SCREENSHOTS_ENV = "LFM2_EDU_SCREENSHOTS"
-BREAK_ENV = "LFM2_EDU_BREAK"  # read by kernel_startup.py: "module:function" to break after its first call
+BREAK_ENV = "LFM2_EDU_BREAK"  # read by kernel_startup.py: "module:function" to break when a widget calls it
 
 # Upper bounds, generous for slow shared machines (LFM2_EDU_BROWSER_SLOW=3 triples them).
 SLOW = float(os.environ.get("LFM2_EDU_BROWSER_SLOW", "1"))
 START_TIMEOUT_S = 300 * SLOW  # the server answers
 RUN_TIMEOUT_S = 900 * SLOW  # one chapter, all cells
+STALL_S = 60 * SLOW  # run-all asked, and no cell started: ask again (at most RUN_ATTEMPTS times)
+RUN_ATTEMPTS = 3
 CHANGE_TIMEOUT_S = 120 * SLOW  # one interaction, until the explorer's output has changed and the kernel is idle
+IDLE_SETTLE_S = 10 * SLOW  # unchanged this long with the kernel idle: the interaction changed nothing
 
 # Chromium as root in a container, on a closed network: no sandbox, no GPU, no background traffic.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -154,7 +157,8 @@ class JupyterLab:
                 "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={self.root}", f"--LabApp.user_settings_dir={settings}",
                 f"--LabApp.workspaces_dir={self.tmp / 'workspaces'}", "--LabApp.expose_app_in_browser=True",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None"]
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
+                f"--MappingKernelManager.kernel_info_timeout={START_TIMEOUT_S}"]  # slow kernel starts
         if os.geteuid() == 0:
             args.append("--allow-root")  # containers and CI machines are often root
         self.log_path = self.tmp / "jupyter.log"
@@ -278,8 +282,8 @@ class Interaction:
 
 @dataclass
 class Explorer:
-    cell: int  # the cell's index in the notebook (as In [n] counts from 1: cell + 1 is not it)
-    code: str  # the cell's first line, to name the explorer
+    cell: int  # the cell's index in the notebook, from 0, markdown cells counted
+    code: str  # the cell's last line of code, to name the explorer
     controls: int
     interactions: list[Interaction] = field(default_factory=list)
     screenshot: str = ""
@@ -309,6 +313,7 @@ class ChapterReport:
     static_widgets: int = 0  # displayed widgets without a control (a note, a table)
     seconds: float = 0.0
     screenshots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the run had to retry
 
     @property
     def failures(self) -> list[str]:
@@ -334,7 +339,7 @@ class ChapterReport:
             lines.append(f"  explorer {e.name}: {e.controls} controls")
             for i in e.interactions:
                 lines.append(f"    {i.control}: {i.action} -> {i.error or i.changed or 'NOTHING CHANGED'}")
-        lines += [f"  FAILED: {f}" for f in self.failures]
+        lines += [f"  note: {n}" for n in self.notes] + [f"  FAILED: {f}" for f in self.failures]
         return "\n".join(lines)
 
 
@@ -344,7 +349,8 @@ JS_NOTEBOOK_READY = """() => {
   const panel = app.shell.currentWidget;
   return !!(panel && panel.content && panel.content.widgets && panel.sessionContext && panel.context
             && panel.context.isReady && panel.sessionContext.session && panel.sessionContext.session.kernel
-            && panel.sessionContext.session.kernel.connectionStatus === 'connected');
+            && panel.sessionContext.session.kernel.connectionStatus === 'connected'
+            && panel.sessionContext.session.kernel.status === 'idle');  // it answered kernel_info
 }"""
 
 JS_STATE = """() => {
@@ -444,13 +450,13 @@ def _work(control, kind: str) -> str:
         current = control.evaluate("(e) => e.selectedIndex")
         if len(options) < 2:
             return ""
-        pick = (current + 1) % len(options) if current < len(options) - 1 else 0
+        pick = (current + 1) % len(options)  # the next option, or the first after the last
         control.select_option(index=pick)
         return f"picked {options[pick]!r}"
     if kind in ("textarea", "text"):
         addition = " and the cat sat on the mat" if kind == "textarea" else "2"
         control.click()
-        control.press("End")
+        control.press("Control+End")  # the end of the text
         control.type(addition, delay=5)
         control.evaluate("(e) => { e.dispatchEvent(new Event('change', {bubbles: true})); e.blur(); }")
         return f"typed {addition!r}"
@@ -504,19 +510,23 @@ def check_chapter(browser: Chromium, lab: JupyterLab, chapter: str, screenshots:
         page.set_default_timeout(60_000 * SLOW)
         page.wait_for_function(JS_NOTEBOOK_READY, timeout=START_TIMEOUT_S * 1000, polling=500)
         lab.remember_processes()
-        page.evaluate("""async () => {
-          const app = window.jupyterapp;
-          await app.commands.execute('notebook:clear-all-cell-outputs');
-          app.commands.execute('notebook:run-all-cells');
-        }""")
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        time.sleep(1.0)
-        while True:
-            state = page.evaluate(JS_STATE)
-            done = state["executed"] >= state["codeCells"] and state["kernel"] == "idle"
-            if done or (state["errors"] and state["kernel"] == "idle") or time.monotonic() > deadline:
+        for attempt in range(RUN_ATTEMPTS):
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            started, stall = False, time.monotonic() + STALL_S
+            while True:
+                time.sleep(0.5)
+                state = page.evaluate(JS_STATE)
+                started = started or state["executed"] > 0 or state["kernel"] == "busy"
+                done = state["executed"] >= state["codeCells"] and state["kernel"] == "idle"
+                if done or (state["errors"] and state["kernel"] == "idle") or time.monotonic() > deadline:
+                    break
+                if not started and time.monotonic() > stall:
+                    break  # the request was lost (a kernel connection replaced under load): ask again
+            if started:
                 break
-            time.sleep(0.5)
+            report.notes.append(f"run-all attempt {attempt + 1}: the kernel never started; asked again")
         time.sleep(1.0)  # let the last outputs render
         state = _wait_idle(page, 60 * SLOW)
         report.code_cells, report.executed = state["codeCells"], state["executed"]
@@ -588,15 +598,18 @@ def _interact(page, view, control) -> Interaction:
             record.action, record.changed = "nothing to pick (one option)", "-"
             return record
         deadline = time.monotonic() + CHANGE_TIMEOUT_S
-        after, settled = before, 0
-        while time.monotonic() < deadline:  # until changed, idle, and the same twice in a row
+        after, settled, idle_since = before, 0, None
+        while time.monotonic() < deadline:
             time.sleep(0.5)
             now = view.evaluate(JS_SIGNATURE)
             idle = page.evaluate(JS_STATE)["kernel"] == "idle"
             settled = settled + 1 if (now == after and now != before and idle) else 0
+            idle_since = (idle_since or time.monotonic()) if idle else None
             after = now
-            if settled >= 2:
+            if settled >= 2:  # changed, and the same twice in a row with the kernel idle
                 break
+            if now == before and idle_since and time.monotonic() - idle_since > IDLE_SETTLE_S:
+                break  # the kernel has long finished and nothing changed
         if after != before:
             record.changed = _describe_change(before, after)
         errors = view.evaluate(JS_WIDGET_ERRORS)

@@ -1,9 +1,9 @@
 """The checker itself: an explorer whose callback breaks must fail its chapter, by name.
 
-Chapter 02's token explorer redraws through `lfm2_edu.viz.tokens.tokens_html`. The kernel startup
-file (kernel_startup.py) lets that function work once, for the first drawing, and raise on every
-later call, as a broken callback would. The chapter must then be reported failed, naming the
-explorer's cell, and its other cells must still count as run without errors.
+Chapter 02's token explorer redraws through `lfm2_edu.viz.tokens.tokens_html`, which the chapter
+also calls in its own cells. The kernel startup file (kernel_startup.py) lets that function work
+when a cell runs and raise when a widget calls it, as a broken callback would. The chapter must
+then be reported failed, naming the explorer's cell, while all its cells ran without errors.
 """
 
 import lab as L
