@@ -7,7 +7,7 @@ nor how far off the answer is (the answer plus that distance would give it away)
 
 What it compares, by the kind of the expected value:
 - a number: a float within `atol + rtol * |expected|` (a tolerance must be stated), an int or
-  bool exactly; a string exactly; a set as a set (a list or tensor answer is read as one);
+  bool exactly; a string or bytes exactly; a set as a set (a list or tensor answer is read as one);
 - a tensor, numpy array or list of numbers: shape, then dtype (for tensor answers), then every
   value, integers exactly and floats within the tolerance;
 - a tuple or dict: item by item; a function: the student's function against it, on `inputs`.
@@ -154,7 +154,7 @@ def difference(answer: Any, expected: Any, *, atol: float | Tolerance | None = N
         if math.isnan(a) and not math.isnan(e):
             return "your number is NaN"
         return None if _within(a, e, atol, rtol) else f"{a:.6g} is not within the tolerance {_tol(atol, rtol)} of the answer"
-    if isinstance(expected, str):
+    if isinstance(expected, (str, bytes)):
         return _text_difference(answer, expected)
     if isinstance(expected, (set, frozenset)):
         return _set_difference(answer, expected)
@@ -205,15 +205,16 @@ def _tol(atol: float | None, rtol: float) -> str:
 
 
 # ----------------------------------------------------------------------------- compound answers
-def _text_difference(answer: Any, expected: str) -> str | None:
-    if not isinstance(answer, str):
-        return f"expected a string, found {_kind(answer)}"
+def _text_difference(answer: Any, expected: str | bytes) -> str | None:
+    kind, name, unit = ("bytes", "bytes", "byte") if isinstance(expected, bytes) else ("a string", "text", "character")
+    if not isinstance(answer, type(expected)):
+        return f"expected {kind}, found {_kind(answer)}"
     if answer == expected:
         return None
     first = next((i for i, (a, e) in enumerate(zip(answer, expected)) if a != e), None)
     if first is None:
-        return f"your text is {'shorter' if len(answer) < len(expected) else 'longer'} than the answer, the start agrees"
-    return f"your text differs from the answer at character {first} (yours: {answer[first]!r})"
+        return f"your {name} {'are' if name == 'bytes' else 'is'} {'shorter' if len(answer) < len(expected) else 'longer'} than the answer, the start agrees"
+    return f"your {name} differ{'' if name == 'bytes' else 's'} from the answer at {unit} {first} (yours: {answer[first:first + 1]!r})"
 
 
 def _set_difference(answer: Any, expected: set) -> str | None:

@@ -59,3 +59,46 @@ def count_parameters(config_or_model: LFM2Config | nn.Module) -> ParameterCounts
             add("dense_mlp", 3 * H * cfg.intermediate_size)
     by_group = {g: (total[g], active[g]) for g in GROUPS}
     return ParameterCounts(sum(total.values()), sum(active.values()), by_group)
+
+
+# ------------------------------------------------------------------ the two token mixers, per token
+@dataclass
+class MixerCost:
+    """What one layer's token mixer costs for one token: its weights and its multiply-adds."""
+
+    weights: int  # parameters of the mixer (projections, kernel), read once per token
+    projections: int  # multiply-adds of its weight matrices and kernel: fixed per token
+    context: int  # multiply-adds that grow with the context: attention's q.k and probs @ v
+
+    @property
+    def multiply_adds(self) -> int:
+        return self.projections + self.context
+
+
+def mixer_costs(config: LFM2Config, context_length: int) -> dict[str, MixerCost]:
+    """{"conv": ..., "full_attention": ...}: one layer of each kind, for the token at position
+    `context_length` (it sees that many tokens, itself included), from the config alone.
+
+    Multiply-adds of the matmuls, the conv taps and the gates; norms, RoPE and the softmax are left
+    out (a few per channel or per score: under 1% at LFM2-8B-A1B's widths).
+      conv:      in_proj 3H*H, gates B*x and C*y 2H, taps H*L, out_proj H*H: none grows with S
+      attention: q, k, v, out 2H*nh*d + 2H*nkv*d, then q.k and probs @ v, nh*d*S each
+    """
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
+        raise ValueError(f"context_length: expected an integer >= 1 (the token itself), found {context_length!r}")
+    H, L, d = config.hidden_size, config.conv_L_cache, config.head_dim
+    nh, nkv = config.num_attention_heads, config.num_key_value_heads
+    conv_weights = H * 3 * H + H * L + H * H + (3 * H + H + H if config.conv_bias else 0)
+    conv = MixerCost(conv_weights, H * 3 * H + 2 * H + H * L + H * H, 0)
+    attn_weights = 2 * H * nh * d + 2 * H * nkv * d  # q_proj, out_proj; k_proj, v_proj
+    attention = MixerCost(attn_weights, attn_weights, 2 * nh * d * context_length)
+    return {"conv": conv, "full_attention": attention}
+
+
+def attention_crossover(config: LFM2Config) -> int:
+    """The shortest context at which one attention layer costs a token more multiply-adds than one
+    conv layer (1 if it always does)."""
+    cost = mixer_costs(config, 1)
+    per_token = 2 * config.num_attention_heads * config.head_dim  # what each more token of context adds
+    fixed_gap = cost["conv"].multiply_adds - cost["full_attention"].projections
+    return max(1, fixed_gap // per_token + 1)  # the first S with projections + per_token * S > conv

@@ -11,6 +11,7 @@ from lfm2_edu import Capture, LFM2Config  # noqa: E402
 from lfm2_edu.viz import attention as attn_viz  # noqa: E402
 from reference import tiny_config  # noqa: E402
 from test_cache import random_model  # noqa: E402
+from test_viz_conv import TextTokenizer  # noqa: E402
 
 C, A = "conv", "full_attention"
 
@@ -105,25 +106,31 @@ def test_attention_rows_html_escapes_and_shows_the_past_only():
         attn_viz.attention_rows_html(probs, tokens, t=3, n_kv_heads=2)
 
 
-def test_attention_explorer_updates():
+def test_attention_explorer_follows_the_text_box():
     pytest.importorskip("ipywidgets")
     config = tiny_config()
     model = random_model(config)
-    ids = torch.randint(0, config.vocab_size, (1, 4), generator=torch.Generator().manual_seed(0))
-    tokens = ["<s>", "x", "<y>", "z"]
-    box = attn_viz.attention_explorer(model, ids, tokens)
-    pickers, view = box.children
+    box = attn_viz.attention_explorer(model, TextTokenizer(), "x<z")
+    text_box, pickers, view = box.children
     layer_pick, token_pick = pickers.children
     assert [v for _, v in layer_pick.options] == [1, 3]
-    assert "&lt;y&gt;" in view.value and "<y>" not in view.value
+    assert token_pick.value == 3 and "&lt;</span>" in view.value and "<s>" not in view.value
     token_pick.value = 1
-    assert "&lt;y&gt;" not in view.value  # the future is not shown
+    assert "&lt;</span>" not in view.value  # the future (token 2, '<') is not shown
     layer_pick.value = 3
-    expected = attn_viz.attention_rows_html(box.capture["layers.3.attn.probs"][0], tokens, 1, config.num_key_value_heads)
+    expected = attn_viz.attention_rows_html(box.state["capture"]["layers.3.attn.probs"][0], box.state["tokens"], 1,
+                                            config.num_key_value_heads)
     assert view.value == expected
+    text_box.value = "a new text"  # typing re-runs the model on the new text
+    assert box.state["ids"] == TextTokenizer().encode("a new text") and token_pick.value == 10
+    cap = Capture("layers.3.attn.probs")
+    model(torch.tensor([box.state["ids"]]), capture=cap)
+    assert torch.equal(box.state["capture"]["layers.3.attn.probs"], cap["layers.3.attn.probs"])
+    assert view.value == attn_viz.attention_rows_html(cap["layers.3.attn.probs"][0], box.state["tokens"], 10,
+                                                      config.num_key_value_heads)
 
 
 def test_attention_explorer_needs_an_attention_layer():
     model = random_model(tiny_config(model_type="lfm2", layer_types=[C, C, C, C]))
     with pytest.raises(ValueError, match="at least one attention layer"):
-        attn_viz.attention_explorer(model, torch.tensor([[1, 2]]), ["a", "b"])
+        attn_viz.attention_explorer(model, TextTokenizer(), "ab")

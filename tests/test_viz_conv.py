@@ -53,7 +53,7 @@ def test_no_conv_layer_is_a_clear_error():
     with pytest.raises(ValueError, match="at least one conv layer"):
         conv_viz.conv_weights(model)
     with pytest.raises(ValueError, match="at least one conv layer"):
-        conv_viz.conv_explorer(model, torch.tensor([[1, 2, 3]]), ["a", "b", "c"])
+        conv_viz.conv_explorer(model, TextTokenizer(), "abc")
 
 
 def test_conv_gates_are_the_captured_B_and_C():
@@ -98,17 +98,40 @@ def test_sentence_html_escapes_and_highlights():
     assert "background" not in spans[0] + spans[3]
 
 
-def test_conv_explorer_updates_and_escapes():
+class TextTokenizer:
+    """What the explorers need: a character per token after bos (1), and its text ('<' needs escaping)."""
+
+    def encode(self, text):
+        return [1] + [2 + ord(c) % 90 for c in text]
+
+    def tokens(self, ids, visible_whitespace=False):
+        return ["<s>" if i == 1 else chr(i - 2) if chr(i - 2) in "<>&" else f"t{i}" for i in ids]
+
+
+def test_conv_explorer_follows_the_text_box_and_escapes():
     pytest.importorskip("ipywidgets")
     model = random_model(tiny_config())
-    ids, _ = run(model, T=5)
-    tokens = ["<s>", "a", "&", "b", "<tag>"]
-    box = conv_viz.conv_explorer(model, ids, tokens, max_channels=16)
-    pickers, sentence, out = box.children
+    box = conv_viz.conv_explorer(model, TextTokenizer(), "a&b<", max_channels=16)
+    text_box, pickers, sentence, out = box.children
     layer_pick, token_pick = pickers.children
     assert [v for _, v in layer_pick.options] == [0, 2]
-    assert "&lt;tag&gt;" in sentence.value and "<tag>" not in sentence.value
+    assert token_pick.value == 4 and len(token_pick.options) == 5  # bos + 4 characters, the last one picked
+    assert "&lt;s&gt;" in sentence.value and "<s>" not in sentence.value
     token_pick.value = 2
     assert "&amp;" in sentence.value
     layer_pick.value = 2
-    assert "layers.2.conv.B" in box.capture
+    ids = torch.tensor([TextTokenizer().encode("a&b<")])
+    cap = Capture("layers.2.conv.*")
+    model(ids, capture=cap)
+    assert torch.equal(box.state["capture"]["layers.2.conv.B"], cap["layers.2.conv.B"])  # what it shows: this text
+
+    text_box.value = "a longer text"  # typing a new text re-runs the model on it
+    assert len(token_pick.options) == 14 and token_pick.value == 13
+    assert box.state["ids"] == TextTokenizer().encode("a longer text")
+    assert box.state["capture"]["layers.2.conv.B"].shape[1] == 14
+    text_box.value = "x" * (conv_viz.EXPLORER_MAX_TOKENS + 10)  # too long: cut, and it says so
+    assert len(token_pick.options) == conv_viz.EXPLORER_MAX_TOKENS
+    assert f"first {conv_viz.EXPLORER_MAX_TOKENS} of {conv_viz.EXPLORER_MAX_TOKENS + 11} tokens" in sentence.value
+    plt.close("all")
+
+

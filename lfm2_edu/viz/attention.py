@@ -4,7 +4,7 @@
 - `attention_heads`: the attention map of every query head of one layer, grouped by kv head.
 - `kv_cache_size` / `kv_cache_growth`: bytes of K/V cache per token, GQA against multi-head
   attention, next to the constant conv states.
-- `attention_explorer`: pick an attention layer and a query token, see what every head attends to.
+- `attention_explorer`: type a text, pick an attention layer and a query token, see what every head attends to.
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from matplotlib.colors import PowerNorm
 from ..cache import expected_cache_bytes
 from ..trace import Capture
 from . import style
-
-
-def attention_layer_indices(config) -> list[int]:
-    """`config.attention_layers`, under the name chapter 05 still calls."""
-    return config.attention_layers
 
 
 def kv_head_of(n_heads: int, n_kv_heads: int) -> torch.Tensor:
@@ -237,31 +232,55 @@ def attention_rows_html(probs: torch.Tensor, tokens: list[str], t: int, n_kv_hea
 
 
 @torch.no_grad()
-def attention_explorer(model, input_ids: torch.Tensor, tokens: list[str]):
-    """A widget: pick an attention layer and a query token; see each head's attention over the
-    tokens up to it, grouped by the kv head the heads share."""
+def attention_explorer(model, tokenizer, text: str):
+    """A widget: type a text, pick an attention layer and a query token; see each head's attention
+    over the tokens up to it, grouped by the kv head the heads share. `box.state` holds what it
+    shows (ids, tokens, the Capture)."""
     import ipywidgets as widgets
+
+    from .conv import explorer_ids
 
     layers = model.config.attention_layers
     if not layers:
         raise ValueError("expected a model with at least one attention layer, found only conv layers "
                          f"(layer_types={model.config.layer_types})")
-    capture = Capture("layers.*.attn.probs")
-    model(input_ids, capture=capture)
     nkv = model.config.num_key_value_heads
+    text_box = widgets.Text(value=text, continuous_update=False, description="text",
+                            layout=widgets.Layout(width="95%"))
     layer_pick = widgets.Dropdown(options=[(f"layer {i}", i) for i in layers], value=layers[0],
                                   description="attention layer", style={"description_width": "initial"})
-    token_pick = widgets.Dropdown(options=[(f"{t}: {tok}", t) for t, tok in enumerate(tokens)],
-                                  value=len(tokens) - 1, description="query token", style={"description_width": "initial"})
+    token_pick = widgets.Dropdown(description="query token", style={"description_width": "initial"})
     view = widgets.HTML()
+    state: dict = {}
+
+    def run(_=None):
+        ids, note = explorer_ids(tokenizer, text_box.value)
+        if not ids:
+            state.clear()
+            view.value = f"<i>{note}</i>"
+            return
+        capture = Capture("layers.*.attn.probs")
+        model(torch.tensor([ids]), capture=capture)
+        tokens = tokenizer.tokens(ids, visible_whitespace=True)
+        state.update(ids=ids, tokens=tokens, capture=capture, note=note, busy=True)
+        try:  # one draw for the new text, not one per option change
+            token_pick.options = [(f"{t}: {tok}", t) for t, tok in enumerate(tokens)]
+            token_pick.value = len(tokens) - 1
+        finally:
+            state["busy"] = False
+        update()
 
     def update(_=None):
-        probs = capture[f"layers.{layer_pick.value}.attn.probs"][0]  # (nh, T, T)
-        view.value = attention_rows_html(probs, tokens, token_pick.value, nkv)
+        if state.get("busy") or "capture" not in state or token_pick.value is None:
+            return
+        probs = state["capture"][f"layers.{layer_pick.value}.attn.probs"][0]  # (nh, T, T)
+        note = f"<div><i>{state['note']}</i></div>" if state["note"] else ""
+        view.value = attention_rows_html(probs, state["tokens"], token_pick.value, nkv) + note
 
+    text_box.observe(run, names="value")
     layer_pick.observe(update, names="value")
     token_pick.observe(update, names="value")
-    update()
-    box = widgets.VBox([widgets.HBox([layer_pick, token_pick]), view])
-    box.capture = capture
+    run()
+    box = widgets.VBox([text_box, widgets.HBox([layer_pick, token_pick]), view])
+    box.state = state  # what it shows, for inspection
     return box

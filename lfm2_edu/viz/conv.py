@@ -3,7 +3,7 @@
 - `conv_weights`: the kernel of one conv layer (taps x channels) and how much weight every conv
   layer puts on each tap.
 - `conv_gates`: the gates B (before the conv) and C (after it) per token and channel.
-- `conv_explorer`: pick a conv layer and a token, see its B, C, x, B*x, conv output and C*conv
+- `conv_explorer`: type a text, pick a conv layer and a token, see its B, C, x, B*x, conv output and C*conv
   across channels.
 """
 
@@ -17,11 +17,6 @@ import torch
 
 from ..trace import Capture
 from . import style
-
-
-def conv_layer_indices(config) -> list[int]:
-    """`config.conv_layers`, under the name chapter 04 still calls."""
-    return config.conv_layers
 
 
 def tap_labels(kernel_size: int) -> list[str]:
@@ -170,36 +165,72 @@ def sentence_html(tokens: list[str], t: int, window: int = 0) -> str:
     return "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
 
 
+EXPLORER_MAX_TOKENS = 256  # a longer text is cut: the bars are per token, the point is a sentence
+
+
+def explorer_ids(tokenizer, text: str) -> tuple[list[int], str]:
+    """The ids an explorer shows for a typed text (bos first, at most EXPLORER_MAX_TOKENS), and a
+    note for the reader when the text was cut or gave no token ("" otherwise)."""
+    ids = tokenizer.encode(text)
+    if not ids:
+        return ids, "Type some text."
+    if len(ids) > EXPLORER_MAX_TOKENS:
+        return ids[:EXPLORER_MAX_TOKENS], f"(the first {EXPLORER_MAX_TOKENS} of {len(ids)} tokens)"
+    return ids, ""
+
+
 @torch.no_grad()
-def conv_explorer(model, input_ids: torch.Tensor, tokens: list[str], max_channels: int = 128):
-    """A widget: pick a conv layer and a token; see that token's B, x, B*x, conv output, C and
-    C*conv output across channels (the first `max_channels`), and the L-1 tokens the conv mixes in."""
+def conv_explorer(model, tokenizer, text: str, max_channels: int = 128):
+    """A widget: type a text, pick a conv layer and a token; see that token's B, x, B*x, conv
+    output, C and C*conv output across channels (the first `max_channels`), and the L-1 tokens
+    the conv mixes in. `box.state` holds what it shows (ids, tokens, the Capture)."""
     import ipywidgets as widgets
     from IPython.display import display
 
     layers = _need_conv_layers(model.config)
-    capture = Capture("layers.*.conv.*")
-    model(input_ids, capture=capture)
     L = model.config.conv_L_cache
+    text_box = widgets.Text(value=text, continuous_update=False, description="text",
+                            layout=widgets.Layout(width="95%"))
     layer_pick = widgets.Dropdown(options=[(f"layer {i}", i) for i in layers], value=layers[0], description="conv layer")
-    token_pick = widgets.Dropdown(options=[(f"{t}: {tok}", t) for t, tok in enumerate(tokens)],
-                                  value=len(tokens) - 1, description="token")
+    token_pick = widgets.Dropdown(description="token")
     sentence = widgets.HTML()
     out = widgets.Output()
+    state: dict = {}
+
+    def run(_=None):
+        ids, note = explorer_ids(tokenizer, text_box.value)
+        if not ids:
+            state.clear()
+            sentence.value = f"<i>{note}</i>"
+            out.clear_output()
+            return
+        capture = Capture("layers.*.conv.*")
+        model(torch.tensor([ids]), capture=capture)
+        tokens = tokenizer.tokens(ids, visible_whitespace=True)
+        state.update(ids=ids, tokens=tokens, capture=capture, note=note, busy=True)
+        try:  # one draw for the new text, not one per option change
+            token_pick.options = [(f"{t}: {tok}", t) for t, tok in enumerate(tokens)]
+            token_pick.value = len(tokens) - 1
+        finally:
+            state["busy"] = False
+        update()
 
     def update(_=None):
-        t, layer = token_pick.value, layer_pick.value
-        sentence.value = sentence_html(tokens, t, window=L - 1)
-        view = conv_token_view(capture, layer, t, max_channels)
+        if state.get("busy") or "capture" not in state or token_pick.value is None:
+            return
+        t, layer, tokens = token_pick.value, layer_pick.value, state["tokens"]
+        sentence.value = sentence_html(tokens, t, window=L - 1) + (f"<i>{state['note']}</i>" if state["note"] else "")
+        view = conv_token_view(state["capture"], layer, t, max_channels)
         fig = plot_conv_token(view, layer, tokens[t])
         with out:
             out.clear_output(wait=True)
             display(fig)
         plt.close(fig)
 
+    text_box.observe(run, names="value")
     layer_pick.observe(update, names="value")
     token_pick.observe(update, names="value")
-    update()
-    box = widgets.VBox([widgets.HBox([layer_pick, token_pick]), sentence, out])
-    box.capture = capture  # what it shows, for inspection
+    run()
+    box = widgets.VBox([text_box, widgets.HBox([layer_pick, token_pick]), sentence, out])
+    box.state = state  # what it shows, for inspection
     return box
