@@ -44,7 +44,7 @@ class ShortConv(nn.Module):
                 past = Bx.new_zeros(batch, H, L - 1)  # (B, H, L-1): zeros before the start
             window = torch.cat([past, Bx.transpose(1, 2)], dim=-1)  # (B, H, L-1+T)
             if cache is not None:
-                cache.conv_state[self.layer_idx] = window[:, :, window.shape[-1] - (L - 1):]  # (B, H, L-1)
+                cache.conv_state[self.layer_idx] = window[:, :, window.shape[-1] - (L - 1):].clone()  # (B, H, L-1): a copy, not a view of the window
             conv_out = F.conv1d(window, self.conv.weight, self.conv.bias, groups=H).transpose(1, 2)  # (B, T, H)
         record(capture, f"{name}.conv_out", conv_out)
         return self.out_proj(C * conv_out)  # gate after the conv; (B, T, H)
