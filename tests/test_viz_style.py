@@ -21,7 +21,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 
 from lfm2_edu import Capture, LFM2Config, count_parameters, figures, load_tokenizer, routing, save_model  # noqa: E402
 from lfm2_edu.viz import attention, checkpoint, conv, generation, model as viz_model, moe  # noqa: E402
-from lfm2_edu.viz import norm_rope, style, tokens  # noqa: E402
+from lfm2_edu.viz import design, norm_rope, style, tokens  # noqa: E402
 from lfm2_edu.viz import routing as viz_routing  # noqa: E402
 from reference import tiny_config  # noqa: E402
 from test_cache import random_model  # noqa: E402
@@ -136,6 +136,12 @@ EXAMPLES = {
         torch.stack([routing.bias_override(s[4].layer(i)["scores"], s[4].layer(i)["selected"]) for i in s[4].layers])),
     "routing.plot_rerouting_control": lambda s, p: viz_routing.plot_rerouting_control(
         routing.rerouting_control(s[1], torch.tensor([s[2], s[2][::-1]]), seeds=(0, 1))),
+    "design.plot_router_gradient": lambda s, p: design.plot_router_gradient(
+        {"router": {"logit_grad": torch.tensor([[0.0, 1.0, 0.5], [2.0, 0.0, 0.0]])}}, 3),
+    "design.plot_specialisation_by_recipe": lambda s, p: design.plot_specialisation_by_recipe(
+        {"bias": {2: 0.4, 3: 0.5}, "untrained": {2: 0.1, 3: 0.12}}),
+    "design.plot_experts_touched": lambda s, p: design.plot_experts_touched(
+        {1: 2.0, 4: 6.5, 16: 14.0}, {1: 2.0, 4: 6.6, 16: 14.1}, 16, 2),
     "routing.plot_balancing_toy": lambda s, p: viz_routing.plot_balancing_toy(
         routing.simulate_balancing(num_experts=6, k=2, tokens=60, steps=30, rate=0.05, skew=2.0)),
     "routing.plot_model_comparison": lambda s, p: viz_routing.plot_model_comparison(
