@@ -54,13 +54,12 @@ CAPTIONS = {
     "08_cache_memory": "Hybrid cache size vs context length, computed and measured, against all-attention",
     "09_tokens_by_first_expert": "Each token's first-choice expert at every layer, expert ids printed; dense layers grey",
     "09_token_scores": "One token at one MoE layer: each expert's score and selection score, the chosen k",
-    "09_entropy_and_margin": "Router entropy and the k-th to (k+1)-th margin per MoE layer and token",
     "09_bias_zeroed": "Tokens re-routed, and the next-token change, when expert_bias is zeroed",
-    "10_live_run": "MaxVio per MoE layer over a live short run, with and without the bias update",
-    "10_maxvio_over_training": "MaxVio per MoE layer over the shipped model's training, with and without expert-bias "
-                               "balancing",
-    "10_load_histograms": "Tokens per expert in each MoE layer at the last training step, with and without balancing",
-    "10_expert_bias": "The shipped model's expert_bias per MoE layer and expert after training",
+    "10_live_runs": "MaxVio per MoE layer over three live short runs: expert bias, auxiliary loss, no balancing",
+    "10_maxvio_over_training": "MaxVio per MoE layer over the three shipped MoE models' training: expert bias, "
+                               "auxiliary loss, none",
+    "10_load_histograms": "Tokens per expert in each MoE layer at the last training step, per balancing recipe",
+    "10_expert_bias": "tiny-lfm2-moe's expert_bias per MoE layer and expert after training",
     "11_layer_expert_load": "Load per MoE layer and expert on held-out text, against uniform",
     "11_domain_specialisation": "Share of each domain's tokens per expert and layer (OLMoE)",
     "11_vocabulary_specialisation": "Where frequent tokens go: N(token to expert) / N(token) at one layer",
