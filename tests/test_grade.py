@@ -137,7 +137,7 @@ def test_the_solutions_pass_every_grade():
     code, verdicts, output = run_grader("--blocks", "solutions.student")
     assert sorted(verdicts) == sorted(b.name for b in grade.BLOCKS), output
     for block, verdict in verdicts.items():
-        assert re.fullmatch(r"passed \(\d+ tests\)", verdict), f"{block}: {verdict}\n{output}"
+        assert re.fullmatch(r"passed \(\d+ tests?\)", verdict), f"{block}: {verdict}\n{output}"
     assert code == 0 and "7 of 7 blocks passed" in output
 
 
