@@ -121,7 +121,7 @@ def _plain_file_name(name: object) -> bool:
 def read_index(folder: Path) -> dict | None:
     """The checkpoint's shard index, checked; None when it has none.
 
-    Someone else wrote it: a shard named '../outside.safetensors' or '/home/me/.ssh/x' is refused
+    Someone else wrote it: a shard named '../outside.safetensors' or an absolute path is refused
     on its name, before any file is opened or even looked at."""
     path = folder / INDEX_FILE
     if not (path.exists() or path.is_symlink()):
