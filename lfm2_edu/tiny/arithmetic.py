@@ -52,14 +52,18 @@ def equation(a: int, op: str, b: int) -> str:
     return f"{a} {op} {b} = {solve(a, op, b)}"
 
 
+# What the problems are: mostly sums of two numbers below 100, the skill the chat is graded on.
+OP_WEIGHTS = {"+": 0.75, "-": 0.15, "*": 0.10}
+SMALL_SHARE = 0.85  # of the sums and differences, two numbers below 100; the rest up to 999
+
+
 def sample_problem(rng: random.Random) -> tuple[int, str, int]:
-    """One training problem: mostly two numbers below 100, some up to 999, products by 0..12;
-    never a held-out one."""
+    """One training problem (OP_WEIGHTS, SMALL_SHARE); products by 0..12; never a held-out one."""
     while True:
-        op = rng.choices("+-*", weights=(0.6, 0.25, 0.15))[0]
+        op = rng.choices(list(OP_WEIGHTS), weights=list(OP_WEIGHTS.values()))[0]
         if op == "*":
             a, b = rng.randint(0, 99), rng.randint(0, 12)
-        elif rng.random() < 0.75:
+        elif rng.random() < SMALL_SHARE:
             a, b = rng.randint(0, SMALL - 1), rng.randint(0, SMALL - 1)
         else:
             a, b = rng.randint(0, 999), rng.randint(0, 999)

@@ -94,11 +94,12 @@ def python_texts(max_code_chars: int) -> tuple[list[tuple[str, str]], list[tuple
 
 
 def arithmetic_docs(n_docs: int, rng: random.Random) -> list[tuple[str, str]]:
-    """Sums, differences and products (arithmetic.sample_problem: never a held-out one): two thirds
-    of the documents a chat of 2-5 questions and answers, the rest lines of equations."""
+    """Sums, differences and products (arithmetic.sample_problem: never a held-out one): five sixths
+    of the documents a chat of 2-5 questions and answers (what the model is graded on), the rest
+    lines of equations."""
     docs = []
     for i in range(n_docs):
-        if i % 3 != 2:
+        if i % 6 != 5:
             turns = [chat_turn(*sample_problem(rng)) for _ in range(rng.randint(2, 5))]
             docs.append((f"arith:{i}", "\n".join(turns)))
         else:
