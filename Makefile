@@ -32,7 +32,7 @@ test-bf16: venv
 test-fresh:
 	$(PYTHON) scripts/test_in_fresh_venv.py
 
-# Rebuild the shipped small LFM2-MoE (corpus, tokenizer, training): about half an hour on 2 cores.
+# Rebuild the four shipped small models (corpus, tokenizer, training): about 80 min on 2 cores.
 small-model: venv
 	$(BIN)/python -m lfm2_edu.tiny.build
 
