@@ -1,4 +1,4 @@
-"""Chapter 13's figures: the roofline and the experts a batch touches (the data they draw)."""
+"""Chapter 13's figures: the roofline and the decode step's intensity by batch (the data they draw)."""
 
 import matplotlib
 
@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lfm2_edu.viz import style  # noqa: E402
-from lfm2_edu.viz.speed import plot_experts_touched, plot_roofline  # noqa: E402
+from lfm2_edu.viz.speed import plot_batch_intensity, plot_roofline  # noqa: E402
 
 
 def test_roofline_points_sit_under_the_roof_at_their_intensity():
@@ -17,17 +17,24 @@ def test_roofline_points_sit_under_the_roof_at_their_intensity():
     assert data["ridge"] == pytest.approx(20.0)
     assert data["points"]["decode"]["allowed"] == pytest.approx(10e9)  # memory-bound: bandwidth x intensity
     assert data["points"]["prefill"]["allowed"] == pytest.approx(peak)  # past the ridge: the peak
+    assert data["points"]["decode"]["memory_bound"] and not data["points"]["prefill"]["memory_bound"]
     assert data["points"]["decode"]["reached"] == 2e9 and data["points"]["roof only"]["reached"] is None
     assert style.audit(fig).problems() == []
     plt.close(fig)
-
-
-def test_experts_touched_keeps_the_curves_and_refuses_a_wrong_length():
-    data, fig = plot_experts_touched([1, 2, 4], {"measured": [2, 3.5, 6.0]}, num_experts=16, k=2)
-    assert np.array_equal(data["batch_sizes"], [1, 2, 4]) and np.array_equal(data["touched"]["measured"], [2, 3.5, 6.0])
-    assert style.audit(fig).problems() == []
-    plt.close(fig)
-    with pytest.raises(ValueError, match="expected 3 values for 'measured', found 2"):
-        plot_experts_touched([1, 2, 4], {"measured": [2, 3]}, num_experts=16, k=2)
     with pytest.raises(ValueError, match="expected a positive bandwidth"):
         plot_roofline(0, 1e9, {})
+
+
+def test_batch_intensity_finds_the_first_batch_at_the_ridge():
+    batches = [1, 2, 4, 8, 16]
+    dense = [b * 1.0 for b in batches]  # bf16 dense: B flop/byte
+    moe = [0.2 * b for b in batches]  # never reaches a ridge of 8 within these batches
+    data, fig = plot_batch_intensity(batches, {"dense": dense, "moe": moe}, ridge=8.0)
+    assert data["crosses_at"] == {"dense": 8, "moe": None}  # 8 >= 8: the ridge itself counts as reached
+    assert np.array_equal(data["intensity"]["dense"], dense) and data["ridge"] == 8.0
+    assert style.audit(fig).problems() == []
+    plt.close(fig)
+    with pytest.raises(ValueError, match="expected 5 values for 'moe', found 2"):
+        plot_batch_intensity(batches, {"moe": [1, 2]}, ridge=8.0)
+    with pytest.raises(ValueError, match="increasing batch sizes and a positive ridge"):
+        plot_batch_intensity([4, 2], {"moe": [1, 2]}, ridge=8.0)
