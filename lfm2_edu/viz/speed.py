@@ -54,7 +54,7 @@ def plot_roofline(bandwidth: float, peak_flops: float, points: Mapping[str, tupl
     ax.set_ylabel("Gflop/s")
     ax.set_title("Roofline of this machine (measured bandwidth and peak)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left")  # the measured markers sit low
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: no point or label hidden
     return data, fig
 
 
@@ -90,7 +90,7 @@ def plot_batch_intensity(batch_sizes: Sequence[int], intensity: Mapping[str, Seq
     ax.set_ylabel("flops per byte of weights read")
     ax.set_title("A decode step's arithmetic intensity, by batch size")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: no line hidden
     return data, fig
 
 
