@@ -66,6 +66,10 @@ CAPTIONS = {
     "11_coactivation": "Co-activation N(i and j) / N(i) of expert pairs, per MoE layer",
     "11_consecutive_tokens": "How often neighbouring tokens share an expert, against random routing",
     "11_trained_vs_untrained": "Routing metrics per layer: the trained router against an untrained one",
+    "13_roofline": "Roofline of the machine that ran chapter 13 (measured bandwidth and peak), with a batch-1 decode "
+                   "step and a 64-token prefill of the fast path on it",
+    "13_batch_intensity": "Flops per byte of weights of a decode step against the batch size: LFM2-8B-A1B, the "
+                          "shipped model and a dense matrix, against the ridge point",
 }
 
 

@@ -21,7 +21,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 
 from lfm2_edu import Capture, LFM2Config, count_parameters, figures, load_tokenizer, routing, save_model  # noqa: E402
 from lfm2_edu.viz import attention, checkpoint, conv, generation, model as viz_model, moe  # noqa: E402
-from lfm2_edu.viz import design, norm_rope, style, tokens  # noqa: E402
+from lfm2_edu.viz import design, norm_rope, speed, style, tokens  # noqa: E402
 from lfm2_edu.viz import routing as viz_routing  # noqa: E402
 from reference import tiny_config  # noqa: E402
 from test_cache import random_model  # noqa: E402
@@ -142,6 +142,10 @@ EXAMPLES = {
         {"bias": {2: 0.4, 3: 0.5}, "untrained": {2: 0.1, 3: 0.12}}),
     "design.plot_experts_touched": lambda s, p: design.plot_experts_touched(
         {1: 2.0, 4: 6.5, 16: 14.0}, {1: 2.0, 4: 6.6, 16: 14.1}, 16, 2),
+    "speed.plot_roofline": lambda s, p: speed.plot_roofline(
+        20e9, 400e9, {"decode": (0.5, 2e9), "prefill": (60.0, 1.5e11), "roof only": (2.0, None)}),
+    "speed.plot_batch_intensity": lambda s, p: speed.plot_batch_intensity(
+        [1, 4, 16, 64], {"dense": [1, 4, 16, 64], "MoE": [1, 2, 5, 14]}, 20.0),
     "routing.plot_balancing_toy": lambda s, p: viz_routing.plot_balancing_toy(
         routing.simulate_balancing(num_experts=6, k=2, tokens=60, steps=30, rate=0.05, skew=2.0)),
     "routing.plot_model_comparison": lambda s, p: viz_routing.plot_model_comparison(
