@@ -18,7 +18,6 @@ import torch
 from matplotlib.colors import PowerNorm
 
 from ..cache import expected_cache_bytes
-from ..trace import Capture
 from . import style
 
 
@@ -238,7 +237,7 @@ def attention_explorer(model, tokenizer, text: str):
     shows (ids, tokens, the Capture)."""
     import ipywidgets as widgets
 
-    from .conv import explorer_ids
+    from .conv import capture_for_explorer, explorer_ids
 
     layers = model.config.attention_layers
     if not layers:
@@ -259,15 +258,7 @@ def attention_explorer(model, tokenizer, text: str):
             state.clear()
             view.value = f"<i>{note}</i>"
             return
-        capture = Capture("layers.*.attn.probs")
-        model(torch.tensor([ids]), capture=capture)
-        tokens = tokenizer.tokens(ids, visible_whitespace=True)
-        state.update(ids=ids, tokens=tokens, capture=capture, note=note, busy=True)
-        try:  # one draw for the new text, not one per option change
-            token_pick.options = [(f"{t}: {tok}", t) for t, tok in enumerate(tokens)]
-            token_pick.value = len(tokens) - 1
-        finally:
-            state["busy"] = False
+        capture_for_explorer(model, tokenizer, ids, note, "layers.*.attn.probs", token_pick, state)
         update()
 
     def update(_=None):

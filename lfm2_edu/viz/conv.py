@@ -179,6 +179,20 @@ def explorer_ids(tokenizer, text: str) -> tuple[list[int], str]:
     return ids, ""
 
 
+def capture_for_explorer(model, tokenizer, ids: list[int], note: str, pattern: str, token_pick, state: dict) -> None:
+    """Run the model on an explorer's ids, capturing `pattern`; keep ids, tokens, capture and note
+    in `state` and refill the token picker (the last token picked) with one redraw."""
+    capture = Capture(pattern)
+    model(torch.tensor([ids]), capture=capture)
+    tokens = tokenizer.tokens(ids, visible_whitespace=True)
+    state.update(ids=ids, tokens=tokens, capture=capture, note=note, busy=True)
+    try:  # one draw for the new text, not one per option change
+        token_pick.options = [(f"{t}: {tok}", t) for t, tok in enumerate(tokens)]
+        token_pick.value = len(tokens) - 1
+    finally:
+        state["busy"] = False
+
+
 @torch.no_grad()
 def conv_explorer(model, tokenizer, text: str, max_channels: int = 128):
     """A widget: type a text, pick a conv layer and a token; see that token's B, x, B*x, conv
@@ -204,15 +218,7 @@ def conv_explorer(model, tokenizer, text: str, max_channels: int = 128):
             sentence.value = f"<i>{note}</i>"
             out.clear_output()
             return
-        capture = Capture("layers.*.conv.*")
-        model(torch.tensor([ids]), capture=capture)
-        tokens = tokenizer.tokens(ids, visible_whitespace=True)
-        state.update(ids=ids, tokens=tokens, capture=capture, note=note, busy=True)
-        try:  # one draw for the new text, not one per option change
-            token_pick.options = [(f"{t}: {tok}", t) for t, tok in enumerate(tokens)]
-            token_pick.value = len(tokens) - 1
-        finally:
-            state["busy"] = False
+        capture_for_explorer(model, tokenizer, ids, note, "layers.*.conv.*", token_pick, state)
         update()
 
     def update(_=None):
