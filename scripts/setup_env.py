@@ -105,6 +105,16 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
+NETWORK_ERRORS = ("ConnectionResetError", "Connection reset by peer", "ReadTimeoutError", "ConnectTimeoutError",
+                  "NewConnectionError", "Temporary failure in name resolution", "Max retries exceeded",
+                  "RemoteDisconnected", "IncompleteRead", "ProtocolError")
+
+
+def network_error(log_text: str) -> str | None:
+    """The first sign in pip's output that the network, not the requirements, failed; else None."""
+    return next((marker for marker in NETWORK_ERRORS if marker in log_text), None)
+
+
 class Setup:
     def __init__(self, venv: Path):
         self.venv = venv
@@ -127,8 +137,24 @@ class Setup:
         print(f" done ({duration(time.perf_counter() - start)})")
 
     def pip(self, what: str, *args: str, cwd: Path | None = None) -> None:
-        self.run(what, str(self.python), "-m", "pip", "install", "--progress-bar", "off",
-                 "--disable-pip-version-check", *args, cwd=cwd)
+        """pip install; once more after a network error, which pip can report as a resolution one."""
+        command = (str(self.python), "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check", *args)
+        for attempt in (1, 2):
+            size = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self.run(what, *command, cwd=cwd)
+            except SetupError as err:
+                with open(self.log, "rb") as log:  # what this attempt wrote
+                    log.seek(size)
+                    cause = network_error(log.read().decode("utf-8", errors="replace"))
+                if cause is None:
+                    raise
+                if attempt == 2:
+                    raise SetupError(f"{what} failed twice on the network ({cause}): the package index did not "
+                                     f"answer, so any 'ResolutionImpossible' or 'No matching distribution' "
+                                     f"above is a symptom, not the cause; try again once the network is "
+                                     f"back.\n{err}") from None
+                print(f"  the network failed ({cause}); trying again")
 
     def ask(self, code: str) -> str:
         done = subprocess.run([str(self.python), "-c", code], capture_output=True, text=True)

@@ -118,3 +118,33 @@ def test_fresh_venv_wants_a_new_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         fresh.main(["--keep", str(tmp_path)])
     assert "wants a folder that does not exist yet" in capsys.readouterr().err
+
+
+def test_pip_tries_once_more_after_a_network_error_only(tmp_path, monkeypatch, capsys):
+    s = setup_env.Setup(tmp_path)
+    calls = []
+
+    def run(what, *args, cwd=None):  # fails with what pip prints when a connection drops
+        calls.append(args)
+        with open(s.log, "a") as log:
+            log.write("WARNING: Retrying ... ConnectionResetError(104, 'Connection reset by peer')\n"
+                      "ERROR: ResolutionImpossible\n")
+        raise setup_env.SetupError(f"{what} failed")
+
+    monkeypatch.setattr(s, "run", run)
+    with pytest.raises(setup_env.SetupError, match="failed twice on the network .ConnectionResetError.*a symptom"):
+        s.pip("installing torch", "torch==2.13.0")
+    assert len(calls) == 2 and "trying again" in capsys.readouterr().out
+
+    calls.clear()
+
+    def run_resolution(what, *args, cwd=None):  # a real conflict: not retried, the error as it was
+        calls.append(args)
+        with open(s.log, "a") as log:
+            log.write("ERROR: ResolutionImpossible: conflicting dependencies\n")
+        raise setup_env.SetupError(f"{what} failed")
+
+    monkeypatch.setattr(s, "run", run_resolution)
+    with pytest.raises(setup_env.SetupError, match="^installing torch failed$"):
+        s.pip("installing torch", "torch==2.13.0")
+    assert len(calls) == 1
