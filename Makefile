@@ -25,7 +25,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 # Every chapter and solution in bf16, as users of the real model run them, on a checkpoint with
-# LFM2-8B-A1B's widths and 4 layers written at test time (random weights; about 0.5 GB).
+# LFM2-8B-A1B's widths and 4 layers written at test time (random weights: 2.0 GB in bf16, 4 GB on disk in fp32).
 test-bf16: venv
 	$(BIN)/python scripts/check_notebooks_on_other_checkpoints.py --dtype bfloat16 --only lfm2-8b-a1b-widths
 

@@ -94,9 +94,9 @@ def main() -> int:
                 env["LFM2_EDU_DTYPE"] = args.dtype
             results[name] = {}
             for path in paths:
-                results[name][path.name] = run_notebook(path, env)
-                code, seconds, peak = results[name][path.name]
-                print(f"{name}, {path.parent.name}/{path.name}: {'passed' if code == 0 else 'FAILED'} in "
+                shown = f"{path.parent.name}/{path.name}"  # a chapter and its solutions share a file name
+                results[name][shown] = code, seconds, peak = run_notebook(path, env)
+                print(f"{name}, {shown}: {'passed' if code == 0 else 'FAILED'} in "
                       f"{seconds:.0f} s, peak RSS {peak / 2**30:.2f} GiB", flush=True)
     finally:
         if args.keep is None:
