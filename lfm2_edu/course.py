@@ -53,6 +53,15 @@ def is_shipped() -> bool:
     return model_source() == SHIPPED_MODEL
 
 
+def is_trained() -> bool:
+    """Whether the chapters' checkpoint is one known to be trained (the shipped model or the real
+    LFM2-8B-A1B): a check that needs a decisive greedy token can demand one there; random weights,
+    as in the bf16 test checkpoints, may give near-ties at every step."""
+    from . import published
+
+    return is_shipped() or published.is_published_model(model_source())
+
+
 def checkpoint_bytes(folder: Path) -> int:
     index = folder / "model.safetensors.index.json"
     if index.exists():
