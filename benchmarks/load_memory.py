@@ -40,6 +40,7 @@ GOAL_RATIO = 1.10
 IMPLEMENTATIONS = ("lfm2_edu", "transformers")
 RESULT_PREFIX = "RESULT "  # marks the child's JSON line among whatever else it prints
 GB = 1e9
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # the shipped model's, copied beside the weights
 
 
 # ------------------------------------------------------------------------ the random checkpoint
@@ -50,7 +51,7 @@ def write_checkpoint(folder: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from lfm2_edu import LFM2Config, LFM2Model
+    from lfm2_edu import SHIPPED_MODEL, LFM2Config, LFM2Model, resolve_checkpoint
     from lfm2_edu.checkpoint import plan_shards
 
     config = LFM2Config()  # the defaults are LFM2-8B-A1B
@@ -79,6 +80,9 @@ def write_checkpoint(folder: Path) -> None:
     total = sum(t.numel() * t.element_size() for t in specs.values())
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    shipped = resolve_checkpoint(SHIPPED_MODEL)  # its ids all lie below 65536: the chapters can run on it
+    for name in TOKENIZER_FILES:
+        shutil.copy(shipped / name, tmp / name)
     tmp.rename(folder)
 
 

@@ -10,14 +10,15 @@ Both reuse the shipped tokenizer (its ids are all below either vocabulary size).
 temporary folder, so the committed ones are left alone. `--dtype bfloat16` runs the chapters in
 bf16 (LFM2_EDU_DTYPE), and `--shipped` adds the shipped model: together, the bf16 path on a small
 trained checkpoint. `--only NAME` runs only those checkpoints; `--full DIR` adds the full-size
-24-layer LFM2-8B-A1B shape from DIR (a real checkpoint, or the random one that
-benchmarks/decode_full.py writes: 16.7 GB in bf16, so it is never written here).
+24-layer LFM2-8B-A1B shape from DIR: a real checkpoint, or the random one that
+benchmarks/decode_full.py writes (16.7 GB in bf16, with the shipped tokenizer), written to DIR
+when DIR does not exist.
 
 Each notebook runs in its own pytest, and the printout gives per checkpoint and notebook the
 result, the wall time and the peak memory (RSS) of that run, kernel included.
 
     python scripts/check_notebooks_on_other_checkpoints.py [--keep DIR] [--dtype bfloat16] [--shipped]
-                                                           [--only NAME] [--full DIR] [notebooks/NN_x.ipynb ...]
+                                                           [--only NAME] [--full DIR [--only full-size]] [notebooks/NN_x.ipynb ...]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from lfm2_edu import SHIPPED_MODEL, LFM2Config, LFM2Model, resolve_checkpoint, s
 from lfm2_edu.train import init_weights
 
 REPO = Path(__file__).resolve().parent.parent
+FULL = "full-size"  # the --full checkpoint's name in the printout and in --only
 C, A = "conv", "full_attention"
 CHECKPOINTS = {
     "lfm2-8b-a1b-widths": LFM2Config(num_hidden_layers=4, layer_types=[C, C, A, C], num_dense_layers=2),
@@ -69,18 +71,32 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="write the checkpoints here and keep them")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="LFM2_EDU_DTYPE for every run")
     parser.add_argument("--shipped", action="store_true", help="also run on the shipped model")
-    parser.add_argument("--only", action="append", choices=sorted(CHECKPOINTS), help="only these checkpoints")
+    parser.add_argument("--only", action="append", choices=[*sorted(CHECKPOINTS), FULL],
+                        help=f"only these checkpoints ({FULL}: the --full one)")
     parser.add_argument("--full", type=Path, help="also run on this full-size LFM2-8B-A1B-shaped checkpoint folder")
     args = parser.parse_args()
-    if args.full is not None and not (args.full / "config.json").is_file():
-        parser.error(f"--full: expected a checkpoint folder with a config.json, found {args.full}")
+    if args.full is not None:
+        if not args.full.exists():  # benchmarks/decode_full.py's random checkpoint, with the shipped tokenizer
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            import load_memory
+
+            print(f"--full: {args.full} does not exist: writing random LFM2-8B-A1B weights there (16.7 GB)")
+            load_memory.ensure_checkpoint(args.full.resolve())
+        if not (args.full / "config.json").is_file():
+            parser.error(f"--full: expected a checkpoint folder with a config.json, found {args.full}")
+        if not (args.full / "tokenizer.json").is_file():
+            parser.error(f"--full: expected a tokenizer.json in {args.full}, found none (a random checkpoint can "
+                         f"take the shipped model's tokenizer.json and tokenizer_config.json, as the ones written "
+                         f"here do)")
     root = args.keep or Path(tempfile.mkdtemp(prefix="lfm2-edu-checkpoints-"))
     paths = [Path(n) for n in args.notebooks] or [*sorted((REPO / "notebooks").glob("[0-9]*.ipynb")),
                                                    *sorted((REPO / "solutions").glob("[0-9]*.ipynb"))]
     runs = ({SHIPPED_MODEL: None} if args.shipped else {}) | {n: c for n, c in CHECKPOINTS.items()
                                                                if not args.only or n in args.only}
-    if args.full is not None:
-        runs["full-size"] = args.full
+    if args.full is not None and (not args.only or FULL in args.only):
+        runs[FULL] = args.full
+    elif args.only and FULL in args.only:
+        parser.error(f"--only {FULL}: expected --full DIR to name its folder")
     results: dict[str, dict[str, tuple[int, float, float]]] = {}
     try:
         for name, config in runs.items():
