@@ -79,6 +79,11 @@ def test_sampling_explorer_reacts_to_its_sliders(dist):
     min_p.value = 0.5
     left = int((torch.softmax(logits, -1) >= 0.5 * torch.softmax(logits, -1).max()).sum())
     assert f"tokens left: <b>{left}</b>" in info.value
+    p_max = float(torch.softmax(logits, -1).max())
+    assert f"p &lt; 0.50 &times; {p_max:.3f} = {0.5 * p_max:.4f} dropped" in info.value  # the cut it applied
+    shown = info.value
+    min_p.value = 0.55
+    assert info.value != shown  # each min_p step shows, even where it keeps the same tokens
     plt.close("all")
 
 

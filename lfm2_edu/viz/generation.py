@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -156,7 +156,11 @@ def sampling_explorer(logits: torch.Tensor, seen: torch.Tensor, label: Callable[
         processed = _probs(process_logits(z, seen2, sampling))[0]
         kept = int((processed > 0).sum())
         top_p = processed[top].cpu().numpy()
-        info.value = (f"tokens left: <b>{kept}</b>; most probable: <b>{html.escape(labels[int(np.argmax(top_p))])}</b> "
+        # min_p's cut is relative to the top probability that reaches it (after penalty and temperature)
+        before_min_p = _probs(process_logits(z, seen2, replace(sampling, min_p=0.0)))[0]
+        cut = sampling.min_p * float(before_min_p.max())
+        info.value = (f"min_p cut: p &lt; {sampling.min_p:.2f} &times; {float(before_min_p.max()):.3f} = {cut:.4f} dropped; "
+                      f"tokens left: <b>{kept}</b>; most probable: <b>{html.escape(labels[int(np.argmax(top_p))])}</b> "
                       f"at {top_p.max():.2f}")
         with out:
             out.clear_output(wait=True)
