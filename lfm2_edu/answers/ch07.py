@@ -29,11 +29,20 @@ def _active_parameters(config):
 
 @exercise("07.3")
 def _positions_changed_by_the_last_token(model, ids) -> int:
-    # replace the last token: how many earlier positions' logits move? (beyond rounding: 1e-3 of the logit scale)
+    # replace the last token: how many earlier positions' logits move beyond rounding? Rounding: 1e-3 of
+    # the logit scale in fp32; in bf16 measured (course.tolerance: twice bf16's distance from fp32 here)
+    from .. import course
+
     other = ids.clone()
     other[0, -1] = (ids[0, -1] + 1) % model.config.vocab_size
-    a, b = model(ids).logits[0, :-1].float(), model(other).logits[0, :-1].float()  # (T-1, V)
-    return int(((a - b).abs().amax(-1) > 1e-3 * a.abs().max()).sum())
+    a, b = model(ids).logits[0, :-1], model(other).logits[0, :-1]  # (T-1, V) in the model's dtype
+
+    def exact_and_working():
+        with course.upcast(model):
+            return model(ids).logits[0, :-1], a  # the same weights computed in fp32, and as run
+
+    tol = course.tolerance(model.dtype, fp32=1e-3 * a.float().abs().max().item(), measure=exact_and_working)
+    return int(((a.float() - b.float()).abs().amax(-1) > tol.atol).sum())
 
 
 @exercise("07.4")
