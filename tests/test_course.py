@@ -291,3 +291,10 @@ def test_other_checkpoints_and_dtypes_do_not_overwrite_the_committed_figures(tmp
             else:
                 clean_env.setenv(env, value)
         assert course.figures_dir() == tmp_path / expected, (model, dtype)
+
+
+def test_a_test_run_leaves_the_committed_figures_alone():
+    """The chapters under nbval inherit this process's environment (conftest.py): their figures must
+    not land in figures/, which only `python -m lfm2_edu.figures build` redraws."""
+    folder = course.figures_dir().resolve()
+    assert course.REPO_FIGURES.resolve() not in (folder, *folder.parents), f"a test run saves figures into {folder}"

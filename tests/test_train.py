@@ -74,7 +74,7 @@ def test_load_balancing_loss_by_hand():
     f = [3 / 6, 2 / 6, 1 / 6, 0 / 6]
     by_hand = 0.01 * 4 * sum(fi * pi for fi, pi in zip(f, P))
     loss = load_balancing_loss(scores, selected, alpha=0.01)
-    assert abs(float(loss) - by_hand) < 1e-7
+    assert abs(loss.item() - by_hand) < 1e-7
     loss.backward()  # the gradient reaches the router's scores through P
     assert scores.grad is not None and scores.grad.abs().sum() > 0
 
