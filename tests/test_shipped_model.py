@@ -118,3 +118,16 @@ def test_arithmetic_grading_parses_and_checks():
     model, tokenizer = load_model(SHIPPED_MODEL), load_tokenizer(SHIPPED_MODEL)
     result = arithmetic.grade(model, tokenizer, [(12, "+", 7), (3, "-", 5)])
     assert result["total"] == 2 and 0 <= result["correct"] <= 2 and len(result["examples"]) == 2
+
+
+def test_the_cards_lessons_are_computed_from_the_shipped_metrics():
+    """Each sentence of the card's comparison is what tiny.build.lessons writes from the metrics and
+    training logs shipped beside the weights, so no sentence outlives the numbers it rests on."""
+    from lfm2_edu.tiny import build
+
+    metrics = {n: json.loads((resolve_checkpoint(n) / "metrics.json").read_text()) for n in build.RUNS}
+    logs = {n: json.loads((resolve_checkpoint(n) / "training_log.json").read_text()) for n in build.RUNS}
+    lessons = build.lessons({n: m["result"] for n, m in metrics.items()}, metrics[SHIPPED_MODEL]["untrained"], logs)
+    card = (resolve_checkpoint(SHIPPED_MODEL) / "README.md").read_text().splitlines()
+    for sentence in lessons:
+        assert sentence in card, f"the card lacks, or words differently, what its numbers give: {sentence}"
