@@ -303,7 +303,9 @@ def model_card(facts: dict) -> str:
         f"**The held-out set** (`{heldout.FILE_NAME}`, shipped beside the models): {facts['heldout_windows']} "
         f"windows of {TRAIN.seq_len} tokens per domain from the validation documents, {n_routed:,} tokens in "
         "all. Every routing number below, in the chapters and in the tests is measured on these same "
-        "token windows, so they do not change with the Python version that runs them.",
+        "token windows, so they do not change with the Python version that runs them. This card routes "
+        f"each window's first {TRAIN.seq_len} positions, bos included; the chapters route the "
+        f"{TRAIN.seq_len} after bos, so their numbers can differ from the card's in the second decimal.",
         "",
         "## Training",
         "",
