@@ -71,10 +71,14 @@ def test_load_reference_gives_transformers_model_of_the_checkpoint(clean_env):
     assert reference16.dtype == torch.bfloat16 and ", bf16, " in what16
 
 
-def test_load_reference_says_why_it_skips(clean_env):
+def test_load_reference_says_why_it_skips_a_large_checkpoint(clean_env):
+    require_transformers()  # without it, load_reference skips for that reason first
     clean_env.setattr(course, "LARGE_CHECKPOINT_BYTES", 1000)
     reference, why = course.load_reference()
     assert reference is None and why.startswith("skipped: the checkpoint holds 0.0 GB of weights; a second copy")
+
+
+def test_load_reference_says_why_it_skips_without_transformers(clean_env):
     clean_env.setitem(sys.modules, "transformers", None)  # as if it were not installed
     reference, why = course.load_reference()
     assert reference is None and why.startswith("skipped: transformers (the reference) is not installed")
