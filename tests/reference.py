@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from lfm2_edu import LFM2Config
+from lfm2_edu.course import transformers_missing
 
 
 def require_transformers():
-    return pytest.importorskip("transformers", reason="transformers (the reference) is not installed; "
-                                                      "install the dev extra: pip install -e '.[dev]'")
+    return pytest.importorskip("transformers", reason=transformers_missing())
 
 
 def tiny_config(**changes) -> LFM2Config:

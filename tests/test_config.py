@@ -6,6 +6,7 @@ import os
 import pytest
 
 from lfm2_edu import ConfigError, LFM2Config
+from reference import require_transformers
 
 # LFM2-8B-A1B's config.json as published (the fields the model reads).
 LFM2_8B_A1B = {
@@ -52,7 +53,7 @@ def test_dense_legacy_mlp_width(block_ff_dim, auto_adjust, width):
     assert config.intermediate_size == width
     assert [i for i, t in enumerate(config.layer_types) if t == "full_attention"] == [2, 5, 8, 10, 12, 14]
     assert not config.is_moe and config.tie_word_embeddings
-    transformers = pytest.importorskip("transformers", reason="transformers (the reference) is not installed")
+    transformers = require_transformers()
     from transformers.models.lfm2.modeling_lfm2 import Lfm2MLP
     assert Lfm2MLP(transformers.Lfm2Config(**raw)).w1.out_features == width  # the reference agrees
 

@@ -84,6 +84,11 @@ def test_load_reference_says_why_it_skips_without_transformers(clean_env):
     assert reference is None and why.startswith("skipped: transformers (the reference) is not installed")
 
 
+def test_without_transformers_python_3_10_is_told_why_the_dev_extra_did_not_bring_it():
+    assert course.transformers_missing((3, 10)).endswith("needs Python 3.11 or newer, and this is Python 3.10")
+    assert course.transformers_missing((3, 12)).endswith("pip install -e '.[dev]'")
+
+
 # ------------------------------------------------------------------------------- the stand-in
 @torch.no_grad()
 def test_one_stand_in_moe_for_every_chapter():
