@@ -101,10 +101,10 @@ def load(source: str | None = None, dtype: torch.dtype | None = None):
     return model, load_tokenizer(source)
 
 
-def transformers_missing(python: tuple[int, ...] = sys.version_info[:2]) -> str:
+def transformers_missing(python: tuple[int, int] = sys.version_info[:2]) -> str:
     """Why transformers (the reference) cannot be imported, and what to do: on Python 3.10 the dev
     extra leaves it out, because the version the tests pin (pyproject.toml) needs 3.11 or newer."""
-    if tuple(python[:2]) < (3, 11):
+    if python < (3, 11):
         return (f"transformers (the reference) is not installed: the version the tests pin needs Python 3.11 "
                 f"or newer, and this is Python {python[0]}.{python[1]}")
     return "transformers (the reference) is not installed: pip install -e '.[dev]'"
